@@ -1,0 +1,293 @@
+"""Typed, validated configuration: ``params.yaml`` is read once here and nowhere else.
+
+Every error names the file and the dotted key and says what was expected, in one line,
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+HYPERPARAMETERS: tuple[str, ...] = ("lin1_size", "lin2_size", "p_dropout", "lr", "batch_size")
+
+
+class ConfigError(ValueError):
+    """A bad ``params.yaml``: the message is one line naming the key and what is expected."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str = "data"  # the raw tree versioned by data.dvc: <split>/<class>/<image>
+    prepared_dir: str = "prepared"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    seed: int = 42
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    # The LR follows a fixed schedule; validation accuracy only selects the epoch, so one
+    # small validation set never drives both the schedule and the model selection.
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    class_weighting: Literal["none", "balanced"] = "none"
+    num_threads: int = 0  # 0: every core this process may use
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int = 42
+    n_startup_trials: int = 5
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 3
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    n_trials: int = 20
+    n_workers: int = 1
+    study_prefix: str = "xray-hpo"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    search_space: dict[str, ParamSpec] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    bootstrap_samples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+@dataclass(frozen=True)
+class HParams:
+    """One point of the search space: what a trial (or the final model) trains with."""
+
+    lin1_size: int
+    lin2_size: int
+    p_dropout: float
+    lr: float
+    batch_size: int
+
+    @classmethod
+    def from_mapping(cls, values: typing.Mapping[str, Any], where: str) -> HParams:
+        return _build(cls, dict(values), where)
+
+
+def load_config(path: str | Path = "params.yaml") -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; expected the project's params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return config_from_dict(raw, source=str(path))
+
+
+def config_from_dict(raw: Any, source: str = "params.yaml") -> Config:
+    config = _build(Config, raw, f"{source}:")
+    _check_semantics(config, source)
+    return config
+
+
+def load_hparams(path: str | Path = "best_params.yaml") -> HParams:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run the tune stage first (dvc repro tune)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or "hparams" not in raw:
+        raise ConfigError(f"{path}: expected a mapping with key 'hparams'")
+    return HParams.from_mapping(raw["hparams"], f"{path}: hparams")
+
+
+# --- generic dataclass builder -------------------------------------------------------------
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"{_key(where, key)}: unknown key; expected one of {sorted(names)}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = _key(where, f.name)
+        if f.name in raw:
+            values[f.name] = _coerce(hints[f.name], raw[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: missing; expected {_describe(hints[f.name])}")
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {list(args)}, got {_show(value)}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
+        return {str(k): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
+        return tuple(value)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_show(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {_show(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_show(value)}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {key}")
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where} {name}" if where.endswith(":") else f"{where}.{name}"
+
+
+def _describe(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if typing.get_origin(hint) is Literal:
+        return f"one of {list(typing.get_args(hint))}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        hint, str(hint)
+    )
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}..." if len(text) > 60 else f"{text} ({type(value).__name__})"
+
+
+# --- semantic checks -----------------------------------------------------------------------
+
+def _check_semantics(config: Config, source: str) -> None:
+    def need(ok: bool, key: str, expected: str, got: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {key}: expected {expected}, got {got!r}")
+
+    need(8 <= config.prepare.image_size <= 512, "prepare.image_size", "an integer in 8..512",
+         config.prepare.image_size)
+    need(config.train.epochs >= 1, "train.epochs", "an integer >= 1", config.train.epochs)
+    need(config.train.weight_decay >= 0, "train.weight_decay", "a number >= 0",
+         config.train.weight_decay)
+    need(config.train.num_threads >= 0, "train.num_threads", "an integer >= 0 (0: all cores)",
+         config.train.num_threads)
+    need(config.tune.n_trials >= 1, "tune.n_trials", "an integer >= 1", config.tune.n_trials)
+    need(config.tune.n_workers >= 1, "tune.n_workers", "an integer >= 1", config.tune.n_workers)
+    need(config.tune.pruner.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "an integer >= 0",
+         config.tune.pruner.n_warmup_steps)
+    need(config.evaluate.bootstrap_samples >= 100, "evaluate.bootstrap_samples",
+         "an integer >= 100", config.evaluate.bootstrap_samples)
+    need(0.5 <= config.evaluate.confidence < 1, "evaluate.confidence", "a number in [0.5, 1)",
+         config.evaluate.confidence)
+
+    space = config.tune.search_space
+    unknown = sorted(set(space) - set(HYPERPARAMETERS))
+    need(not unknown, f"tune.search_space.{unknown[0] if unknown else ''}",
+         f"one of {list(HYPERPARAMETERS)}", "an unknown hyperparameter")
+    missing = [name for name in HYPERPARAMETERS if name not in space]
+    need(not missing, f"tune.search_space.{missing[0] if missing else ''}",
+         "a spec for every hyperparameter (fix one with type categorical and one choice)",
+         "nothing")
+    for name, spec in space.items():
+        _check_spec(f"{source}: tune.search_space.{name}", name, spec)
+
+
+def _check_spec(key: str, name: str, spec: ParamSpec) -> None:
+    integral = name in ("lin1_size", "lin2_size", "batch_size")
+    if spec.type == "categorical":
+        if not spec.choices:
+            raise ConfigError(f"{key}.choices: expected a non-empty list for type categorical")
+        for choice in spec.choices:
+            if isinstance(choice, bool) or not isinstance(choice, int | float):
+                raise ConfigError(f"{key}.choices: expected numbers, got {choice!r}")
+            if integral and not float(choice).is_integer():
+                raise ConfigError(f"{key}.choices: expected integers for {name}, got {choice!r}")
+        if spec.low is not None or spec.high is not None:
+            raise ConfigError(f"{key}: low/high do not apply to type categorical; use choices")
+        return
+    if spec.choices is not None:
+        raise ConfigError(f"{key}.choices: only for type categorical; use low/high")
+    if integral and spec.type != "int":
+        raise ConfigError(f"{key}.type: expected int or categorical for {name}, got {spec.type}")
+    for bound in ("low", "high"):
+        if getattr(spec, bound) is None:
+            raise ConfigError(f"{key}.{bound}: missing; expected a number for type {spec.type}")
+    assert spec.low is not None and spec.high is not None
+    if spec.low > spec.high:
+        raise ConfigError(f"{key}: low ({spec.low}) > high ({spec.high}); expected low <= high")
+    if spec.type == "int" and not (float(spec.low).is_integer() and float(spec.high).is_integer()):
+        raise ConfigError(f"{key}: expected integer low/high for type int")
+    if spec.log and spec.low <= 0:
+        raise ConfigError(f"{key}.low: expected a number > 0 with log: true, got {spec.low}")
+    if spec.log and spec.step is not None:
+        raise ConfigError(f"{key}: step and log: true cannot be combined (Optuna forbids it)")
+    if spec.step is not None and spec.step <= 0:
+        raise ConfigError(f"{key}.step: expected a number > 0, got {spec.step}")
+    if name == "p_dropout" and not (0 <= spec.low and spec.high < 1):
+        raise ConfigError(f"{key}: expected 0 <= low <= high < 1 for a dropout probability")
+    if name in ("lin1_size", "lin2_size", "batch_size") and spec.low < 1:
+        raise ConfigError(f"{key}.low: expected an integer >= 1 for {name}, got {spec.low}")
