@@ -1,0 +1,36 @@
+# Two commands on a fresh clone:  `make repro`  and  `make test`.
+# Both create .venv when needed, install the pinned stack once, and materialize the
+# built-in dataset; a second run only does what changed.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Stages run `python` and `dvc` from the venv, whichever shell started make.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup data repro test lint bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check \
+		-r requirements-dev.txt -c constraints.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(VENV)/bin/xray-hpo ensure-data
+
+repro: data
+	$(VENV)/bin/dvc repro
+
+test: data
+	$(VENV)/bin/ruff check src stages tests bench
+	$(PYTHON) -m pytest
+
+bench: data
+	$(PYTHON) bench/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,182 @@
+"""A tune worker: joins a study in storage and runs trials until it holds n_trials.
+
+Workers are separate processes on purpose. ClearML allows one open task per process, so
+the coordinator holds the optimizer task and each worker opens and closes one training
+task per trial in sequence; and n workers on n cores train in parallel, one thread each.
+The same loop serves local workers (spawned by the tune stage) and remote ones
+(``xray-hpo tune-worker --storage URL`` on another machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from xray_hpo import study as studies
+from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
+
+ATTR_SPEC = "spec"
+ATTR_TARGET = "n_trials_target"
+
+
+@dataclass
+class WorkerContext:
+    study: optuna.Study
+    train_config: TrainConfig
+    space: dict[str, Any]
+    train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
+    val_data: Any
+    device: Any
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
+    """Suggest, build, train, report each epoch, prune: the canonical Optuna objective."""
+    from xray_hpo.search_space import suggest_hparams
+    from xray_hpo.tracking import TrialTracker
+    from xray_hpo.training import EpochStats, train
+
+    trial.set_user_attr("worker", studies.worker_tag())
+    hparams = suggest_hparams(trial, ctx.space)
+    history: list[EpochStats] = []
+    tracker = TrialTracker(ctx.study.study_name, trial.number, asdict(hparams))
+
+    def on_epoch(stats: EpochStats) -> None:
+        history.append(stats)
+        tracker.log_epoch(stats)
+        trial.report(stats.val_acc, stats.epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+
+    def record(state: str) -> None:
+        if history:
+            best = max(history, key=lambda s: (s.val_acc, -s.val_loss, -s.epoch))
+            trial.set_user_attr("val_loss", best.val_loss)
+            trial.set_user_attr("best_epoch", best.epoch)
+            trial.set_user_attr("best_val_acc", best.val_acc)
+        trial.set_user_attr("epochs_run", len(history))
+        tracker.close(state)
+
+    try:
+        result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
+                       device=ctx.device, on_epoch=on_epoch)
+    except optuna.TrialPruned:
+        record("pruned")
+        raise
+    except Exception as exc:  # any failure of this configuration is a result, not a crash
+        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+        record("failed")
+        raise
+    except BaseException:  # interrupted: no fail_reason, so the trial is replaced next run
+        trial.set_user_attr("interrupted", True)
+        tracker.close("interrupted")
+        raise
+    record("complete")
+    return result.best_val_acc
+
+
+def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> WorkerContext:
+    from xray_hpo.dataset import load_prepared
+    from xray_hpo.training import SplitData, configure_torch
+
+    spec = study.user_attrs[ATTR_SPEC]
+    for split, expected in spec["data"].items():
+        actual = file_sha256(prepared_dir / f"{split}.npz")
+        if actual != expected:
+            raise SystemExit(f"{prepared_dir / f'{split}.npz'}: sha256 {actual[:12]} differs "
+                             f"from the study's data {expected[:12]}; run prepare on the same "
+                             f"data version (dvc pull / dvc repro prepare)")
+    train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
+    device = configure_torch(train_config)
+    splits = {name: load_prepared(prepared_dir, name) for name in ("train", "val")}
+    data = {name: SplitData.from_arrays(s.images, s.labels) for name, s in splits.items()}
+    return WorkerContext(study, train_config, studies.space_from_spec(spec),
+                         data["train"], data["val"], device)
+
+
+def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
+               worker_index: int | None, threads: int, poll_s: float = 0.5) -> int:
+    """Run trials until the study's target is reached; returns how many this worker ran."""
+    storage = studies.open_storage(storage_spec)
+    probe = optuna.load_study(study_name=study_name, storage=storage)
+    spec = probe.user_attrs[ATTR_SPEC]
+    study = optuna.load_study(
+        study_name=study_name, storage=storage,
+        sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index),
+        pruner=studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"]),
+    )
+    ctx = load_context(study, prepared_dir, threads)
+    parent = os.getppid()
+    ran = 0
+    while True:
+        if worker_index is not None and os.getppid() != parent:
+            break  # the tune stage that spawned us is gone
+        studies.fail_dead_local_trials(study)
+        target = int(study.user_attrs.get(ATTR_TARGET, 0))
+        trials = study.get_trials(deepcopy=False)
+        counted = sum(studies.is_counted(t) for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if counted >= target:
+            break
+        if counted + running >= target:
+            time.sleep(poll_s)  # the budget is in flight elsewhere; wait in case a worker dies
+            continue
+        study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
+                       gc_after_trial=False, show_progress_bar=False)
+        ran += 1
+    return ran
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "tune-worker", help="join a study in shared storage and run its trials",
+        description="Join a study from any machine: it runs trials until the study holds "
+                    "its n_trials, using prepared data identical to the study's.")
+    parser.add_argument("--storage", help="storage URL (postgresql://...) or journal:PATH; "
+                        f"default ${studies.ENV_STORAGE} or the project's journal")
+    parser.add_argument("--study", help="study name (default: the storage's newest study)")
+    parser.add_argument("--prepared", type=Path, default=Path("prepared"),
+                        help="prepared data folder (default: prepared)")
+    parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.set_defaults(func=_cli_main)
+
+
+def _cli_main(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    storage_spec = studies.resolve_storage(args.storage)
+    name = args.study
+    if name is None:
+        summaries = optuna.get_all_study_summaries(studies.open_storage(storage_spec))
+        if not summaries:
+            print(f"{studies.redact(storage_spec)}: no study found; run the tune stage first",
+                  file=sys.stderr)
+            return 2
+        name = max(summaries, key=lambda s: s._study_id).study_name
+    try:
+        ran = run_worker(storage_spec, name, args.prepared, args.worker_index, args.threads)
+    except KeyboardInterrupt:
+        return 130
+    if args.worker_index is None:
+        print(f"tune-worker: ran {ran} trial(s) of study {name}")
+    return 0

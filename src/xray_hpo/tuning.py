@@ -1,0 +1,173 @@
+"""The tune stage's coordinator: create or resume the study, run workers, watch, summarise.
+
+The coordinator never trains. It holds the ClearML optimizer task, spawns
+``tune.n_workers`` worker processes (see ``tune_worker``), reports trials as they
+finish and returns once the study holds ``tune.n_trials`` counted trials.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from xray_hpo import study as studies
+from xray_hpo.config import Config, HParams
+from xray_hpo.search_space import hparams_from_values
+from xray_hpo.tune_worker import ATTR_SPEC, ATTR_TARGET, file_sha256
+
+
+class TuneError(RuntimeError):
+    """The study could not produce a result (every trial failed, or every worker died)."""
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    study_name: str
+    best_trial: int
+    best_value: float
+    best_hparams: HParams
+    complete: int
+    pruned: int
+    failed: int
+    worst_complete_value: float
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "best_val_accuracy": round(self.best_value, 6),
+            "best_trial": self.best_trial,
+            "worst_complete_val_accuracy": round(self.worst_complete_value, 6),
+            "trials": {"complete": self.complete, "pruned": self.pruned, "failed": self.failed},
+        }
+
+
+def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optuna.Study:
+    """Create the study (or load the one these settings already have) before any worker."""
+    hashes = {split: file_sha256(prepared_dir / f"{split}.npz") for split in ("train", "val")}
+    spec = studies.study_spec(config, hashes)
+    name = studies.study_name(config.tune.study_prefix, spec)
+    study = optuna.create_study(study_name=name, storage=studies.open_storage(storage_spec),
+                                direction="maximize", load_if_exists=True)
+    if ATTR_SPEC not in study.user_attrs:
+        study.set_user_attr(ATTR_SPEC, spec)
+    study.set_user_attr(ATTR_TARGET, config.tune.n_trials)
+    studies.fail_dead_local_trials(study)  # a previous run killed with -9
+    return study
+
+
+def worker_threads(config: Config) -> int:
+    if config.train.num_threads > 0:
+        return config.train.num_threads
+    return max(1, len(os.sched_getaffinity(0)) // config.tune.n_workers)
+
+
+def run_study(config: Config, storage_spec: str, prepared_dir: Path,
+              poll_s: float = 0.5) -> TuneSummary:
+    from tqdm import tqdm
+
+    from xray_hpo.tracking import OptimizerTracker, worker_environment
+
+    study = prepare_study(config, storage_spec, prepared_dir)
+    target = config.tune.n_trials
+    print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
+          f"{len(studies.budget_trials(study, target))}/{target} trials done", file=sys.stderr)
+    configuration = {"study": study.study_name, "n_trials": target,
+                     "n_workers": config.tune.n_workers, **study.user_attrs[ATTR_SPEC]}
+    with OptimizerTracker(study.study_name, configuration) as tracker:
+        reported: set[int] = set()
+        progress = tqdm(total=target, desc="tune", unit="trial", file=sys.stderr)
+        workers = _spawn_workers(config, storage_spec, study.study_name, prepared_dir,
+                                 worker_environment(tracker.id))
+        try:
+            while True:
+                done = studies.budget_trials(study, target)
+                _report_new(done, reported, tracker, progress)
+                alive = [w for w in workers if w.poll() is None]
+                if len(done) >= target and not alive:
+                    break
+                if not alive and len(done) < target:
+                    codes = [w.returncode for w in workers]
+                    raise TuneError(f"every tune worker exited (codes {codes}) with "
+                                    f"{len(done)}/{target} trials done; see the errors above")
+                time.sleep(poll_s)
+        except BaseException:
+            _stop_workers(workers)
+            raise
+        finally:
+            progress.close()
+        summary = summarize(study, target)
+        tracker.report_summary(study)
+    return summary
+
+
+def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
+                progress: Any) -> None:
+    for trial in done:
+        if trial.number in reported:
+            continue
+        reported.add(trial.number)
+        values = [t.value for t in done if t.state == TrialState.COMPLETE and t.value is not None
+                  and t.number <= trial.number]
+        best = max(values) if values else None
+        tracker.report_trial(trial, best)
+        progress.update(1)
+        if best is not None:
+            progress.set_postfix(best_val_acc=f"{best:.3f}")
+
+
+def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_dir: Path,
+                   env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    threads = worker_threads(config)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "xray_hpo.cli", "tune-worker", "--storage", storage_spec,
+             "--study", study_name, "--prepared", str(prepared_dir),
+             "--worker-index", str(index), "--threads", str(threads)],
+            env=env,
+        )
+        for index in range(config.tune.n_workers)
+    ]
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """SIGTERM lets each worker mark its running trial as interrupted; SIGKILL is the backstop."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def summarize(study: optuna.Study, n_trials: int) -> TuneSummary:
+    trials = studies.budget_trials(study, n_trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        reasons = [t.user_attrs["fail_reason"] for t in trials if "fail_reason" in t.user_attrs]
+        first = reasons[0] if reasons else "no trial completed (all were pruned)"
+        raise TuneError(f"study {study.study_name}: no trial completed; first failure: {first}")
+    # Ties go to the earlier trial, so the winner does not depend on worker timing.
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert best.value is not None
+    return TuneSummary(
+        study_name=study.study_name,
+        best_trial=best.number,
+        best_value=float(best.value),
+        best_hparams=hparams_from_values(best.params),
+        complete=len(complete),
+        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        worst_complete_value=float(min(t.value for t in complete if t.value is not None)),
+    )

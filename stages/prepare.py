@@ -1,0 +1,33 @@
+"""DVC stage prepare: validate the raw tree and decode every image once into arrays."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from xray_hpo.atomic import atomic_write_json
+from xray_hpo.config import load_config
+from xray_hpo.dataset import prepare_split, save_prepared, scan_raw_tree
+from xray_hpo.manifest import CLASSES, SPLITS
+from xray_hpo.stage_util import run_stage
+
+SUMMARY = Path("metrics/data.json")
+
+
+def main() -> None:
+    config = load_config()
+    raw_root = Path(config.data.dir)
+    prepared_dir = Path(config.data.prepared_dir)
+    images = scan_raw_tree(raw_root)  # fails before any decoding if a class is missing
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        members = [item for item in images if item.split == split]
+        prepared = prepare_split(raw_root, members, config.prepare.image_size)
+        save_prepared(prepared, prepared_dir / f"{split}.npz")
+        per_class = Counter(CLASSES[label] for label in prepared.labels.tolist())
+        counts[split] = {cls: per_class.get(cls, 0) for cls in CLASSES}
+    atomic_write_json(SUMMARY, {"image_size": config.prepare.image_size, "counts": counts})
+
+
+if __name__ == "__main__":
+    run_stage("prepare", main)
