@@ -287,7 +287,7 @@ def _check_spec(key: str, name: str, spec: ParamSpec) -> None:
         raise ConfigError(f"{key}: step and log: true cannot be combined (Optuna forbids it)")
     if spec.step is not None and spec.step <= 0:
         raise ConfigError(f"{key}.step: expected a number > 0, got {spec.step}")
-    if name == "p_dropout" and not (0 <= spec.low and spec.high < 1):
+    if name == "p_dropout" and not (spec.low >= 0 and spec.high < 1):
         raise ConfigError(f"{key}: expected 0 <= low <= high < 1 for a dropout probability")
     if name in ("lin1_size", "lin2_size", "batch_size") and spec.low < 1:
         raise ConfigError(f"{key}.low: expected an integer >= 1 for {name}, got {spec.low}")

@@ -40,7 +40,8 @@ class PreparedSplit:
 def scan_raw_tree(root: Path, splits: tuple[str, ...] = SPLITS) -> list[RawImage]:
     """List every image, checking that each class is present in each split."""
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a directory; expected the raw tree <split>/<class>/<image>")
+        raise DatasetError(
+            f"{root}: not a directory; expected the raw tree <split>/<class>/<image>")
     found: list[RawImage] = []
     for split in splits:
         for label, cls in enumerate(CLASSES):

@@ -65,7 +65,8 @@ def read_manifest(root: Path) -> list[ManifestRow]:
         reader = csv.DictReader(handle)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(f"{path}: missing columns {sorted(missing)}; expected {MANIFEST_COLUMNS}")
+            raise ValueError(
+                f"{path}: missing columns {sorted(missing)}; expected {MANIFEST_COLUMNS}")
         return [
             ManifestRow(
                 split=r["split"], cls=r["class"], path=r["path"],

@@ -1,4 +1,4 @@
-"""The search space is data (``tune.search_space`` in params.yaml); this turns it into Optuna calls."""
+"""The search space is data (``tune.search_space`` in params.yaml): this makes Optuna calls."""
 
 from __future__ import annotations
 
