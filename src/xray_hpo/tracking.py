@@ -148,7 +148,7 @@ _FAST_CONFIG = """\
 sdk.development.report_use_subprocess: false  # a reporting subprocess made close() 6-12 s
 sdk.development.vcs_repo_detect_async: false  # async detection stalled close() up to 300 s
 sdk.development.store_uncommitted_code_diff: false
-sdk.development.detect_with_pip_freeze: {requirements}  # pinned file instead of package analysis
+sdk.development.detect_with_pip_freeze: false  # pip freeze is a slow subprocess
 sdk.development.log_os_environments: []  # never copy env vars (credentials) into params
 sdk.development.suppress_update_message: true
 """
@@ -182,10 +182,7 @@ def _prepare_process(mode: TrackingMode, label: str) -> Path:
     config = run_dir / "clearml.conf"
     if not config.is_file():
         include = f"include file({json.dumps(str(user_config))})" if user_config else ""
-        reqs = Path("requirements.txt").resolve()
-        text = _FAST_CONFIG.format(
-            include=include, requirements=json.dumps(str(reqs)) if reqs.is_file() else "false"
-        )
+        text = _FAST_CONFIG.format(include=include)
         tmp = config.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(config)  # atomic: workers may read it concurrently
