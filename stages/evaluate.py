@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text
 from xray_hpo.config import load_config
@@ -20,6 +22,23 @@ from xray_hpo.training import SplitData, configure_torch, evaluate_split
 MODEL = Path("models/model.pt")
 METRICS = Path("metrics/eval.json")
 PREDICTIONS = Path("plots/test_predictions.csv")
+BEST_PARAMS = Path("best_params.yaml")
+
+
+def val_test_gap(val_accuracy: float, test_accuracy: float,
+                 selection: dict[str, Any] | None) -> dict[str, float]:
+    """Validation minus test accuracy: how optimistic the (selected-on) validation score was.
+
+    ``val_accuracy`` is the saved model's own val score; ``val_accuracy_seed_mean`` is the
+    chosen configuration's mean over the robust-selection seeds, the score it won by.
+    """
+    gap = {"val_accuracy": round(val_accuracy, 6),
+           "val_minus_test": round(val_accuracy - test_accuracy, 6)}
+    if selection and "val_accuracy_mean" in selection:
+        mean = float(selection["val_accuracy_mean"])
+        gap["val_accuracy_seed_mean"] = round(mean, 6)
+        gap["seed_mean_minus_test"] = round(mean - test_accuracy, 6)
+    return gap
 
 
 def predictions_csv(paths: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -> str:
@@ -38,12 +57,18 @@ def main() -> None:
     config = load_config()
     device = configure_torch(config.train)
     test = load_prepared(Path(config.data.prepared_dir), "test")
+    val = load_prepared(Path(config.data.prepared_dir), "val")
     model = load_model(MODEL, map_location=device)
     _, _, probs = evaluate_split(model, SplitData.from_arrays(test.images, test.labels), device)
+    _, val_accuracy, _ = evaluate_split(model, SplitData.from_arrays(val.images, val.labels),
+                                        device)
     y_pred = probs.argmax(dim=1).numpy()
     ev = config.evaluate
     metrics = classification_metrics(test.labels, y_pred, samples=ev.bootstrap_samples,
                                      confidence=ev.confidence, seed=ev.seed)
+    best = yaml.safe_load(BEST_PARAMS.read_text()) if BEST_PARAMS.is_file() else {}
+    metrics["generalization"] = val_test_gap(val_accuracy, metrics["accuracy"],
+                                             (best or {}).get("selection"))
     matrix = confusion(test.labels, y_pred)
     with RunTracker("evaluate", "testing") as tracker:
         tracker.report_confusion(matrix, CLASSES)
@@ -51,6 +76,8 @@ def main() -> None:
             {"class": cls, **values} for cls, values in metrics["per_class"].items()])
         for key in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1"):
             tracker.report_single(key, metrics[key])
+        for key, value in metrics["generalization"].items():
+            tracker.report_single(key, value)
     atomic_write_text(PREDICTIONS, predictions_csv(test.paths, test.labels, y_pred))
     atomic_write_json(METRICS, metrics)
 

@@ -1,35 +1,96 @@
-"""DVC stage tune: an Optuna study over the model's hyperparameters (validation split only)."""
+"""DVC stage tune: an Optuna study over the model's hyperparameters (validation split only),
+then fANOVA importances and robust selection of the winner (top-k re-run with several seeds)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
-from xray_hpo.atomic import atomic_write_json, atomic_write_yaml
-from xray_hpo.config import load_config
+from optuna.trial import FrozenTrial
+
+from xray_hpo.atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
+from xray_hpo.config import Config, HParams, load_config
+from xray_hpo.selection import Candidate, Selection
 from xray_hpo.stage_util import run_stage
 from xray_hpo.study import resolve_storage
 from xray_hpo.tuning import run_study
 
 BEST_PARAMS = Path("best_params.yaml")
 METRICS = Path("metrics/tune.json")
+IMPORTANCE = Path("metrics/importance.json")
+IMPORTANCE_PLOT = Path("plots/importance.csv")
+SELECTION = Path("metrics/selection.json")
+TRIALS = Path("plots/tune_trials.csv")
+
+
+def analyse(config: Config, storage_spec: str, study_name: str
+            ) -> tuple[list[FrozenTrial], dict[str, float], Selection]:
+    """Importances over the counted trials, and the re-seeded top-k selection."""
+    import optuna
+
+    from xray_hpo.dataset import load_prepared
+    from xray_hpo.importance import param_importances
+    from xray_hpo.selection import robust_select, top_candidates
+    from xray_hpo.study import budget_trials, open_storage
+    from xray_hpo.training import SplitData, configure_torch, train
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
+    trials = budget_trials(study, config.tune.n_trials)
+    importances = param_importances(trials)
+    device = configure_torch(config.train)
+    prepared = Path(config.data.prepared_dir)
+    data = {name: SplitData.from_arrays(s.images, s.labels)
+            for name, s in ((n, load_prepared(prepared, n)) for n in ("train", "val"))}
+
+    def run(hparams: HParams, seed: int) -> float:
+        return train(hparams, config.train, data["train"], data["val"], device=device,
+                     seed=seed).best_val_acc
+
+    def say(candidate: Candidate, seed: int, accuracy: float) -> None:
+        print(f"select: trial {candidate.trial} seed {seed}: val accuracy {accuracy:.3f}",
+              file=sys.stderr, flush=True)
+
+    sel = config.select
+    selection = robust_select(top_candidates(trials, sel.top_k), sel.seeds, config.train.seed,
+                              run, top_k=sel.top_k, on_run=say)
+    return trials, importances, selection
 
 
 def main() -> None:
+    from xray_hpo.importance import importance_csv, importance_metrics
+    from xray_hpo.report_figures import trials_csv
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--storage", help="Optuna storage URL or journal:PATH "
                         "(default $XRAY_HPO_STORAGE, else .optuna/journal.log)")
     args = parser.parse_args()
     config = load_config()
-    summary = run_study(config, resolve_storage(args.storage), Path(config.data.prepared_dir))
+    storage = resolve_storage(args.storage)
+    summary = run_study(config, storage, Path(config.data.prepared_dir))
+    started = time.perf_counter()
+    trials, importances, selection = analyse(config, storage, summary.study_name)
+    print(f"select: importances and {len(selection.results)} x {config.select.seeds - 1} "
+          f"re-runs took {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    chosen = selection.chosen
+    if chosen.candidate.trial != summary.best_trial:
+        print(f"select: trial {chosen.candidate.trial} (mean {chosen.mean:.3f} over "
+              f"{len(chosen.seeds)} seeds) replaces the single best run, trial "
+              f"{summary.best_trial} ({summary.best_value:.3f})", file=sys.stderr)
     # Written only now that the study holds its n_trials, each file atomically.
     atomic_write_yaml(BEST_PARAMS, {
-        "hparams": asdict(summary.best_hparams),
+        "hparams": asdict(chosen.candidate.hparams),
         "study": summary.study_name,
-        "trial": summary.best_trial,
-        "val_accuracy": round(summary.best_value, 6),
+        "trial": chosen.candidate.trial,
+        "val_accuracy": round(chosen.candidate.tune_value, 6),
+        "selection": selection.best_params_entry(),
     })
+    atomic_write_json(IMPORTANCE, importance_metrics(importances, trials))
+    atomic_write_text(IMPORTANCE_PLOT, importance_csv(importances))
+    atomic_write_json(SELECTION, selection.metrics())
+    atomic_write_text(TRIALS, trials_csv(trials))
     atomic_write_json(METRICS, summary.metrics())
 
 

@@ -82,6 +82,15 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """Robust selection after tune: the top_k configurations, each trained with ``seeds``
+    seeds (train.seed + 0..seeds-1); the best mean validation accuracy wins."""
+
+    top_k: int = 3
+    seeds: int = 3
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     bootstrap_samples: int = 2000
     confidence: float = 0.95
@@ -94,6 +103,7 @@ class Config:
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
@@ -239,6 +249,9 @@ def _check_semantics(config: Config, source: str) -> None:
     need(config.tune.n_workers >= 1, "tune.n_workers", "an integer >= 1", config.tune.n_workers)
     need(config.tune.pruner.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "an integer >= 0",
          config.tune.pruner.n_warmup_steps)
+    need(config.select.top_k >= 1, "select.top_k", "an integer >= 1", config.select.top_k)
+    need(config.select.seeds >= 1, "select.seeds", "an integer >= 1 (1: no re-runs)",
+         config.select.seeds)
     need(config.evaluate.bootstrap_samples >= 100, "evaluate.bootstrap_samples",
          "an integer >= 100", config.evaluate.bootstrap_samples)
     need(0.5 <= config.evaluate.confidence < 1, "evaluate.confidence", "a number in [0.5, 1)",

@@ -1,0 +1,144 @@
+"""``xray-hpo predict PATH...``: classify image files with the trained model.
+
+Each image goes through ``dataset.decode_image`` (exactly prepare's preprocessing) at the
+model's own ``image_size``; the model normalises pixels itself. A file that cannot be read
+or decoded gets a row with its error, and the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xray_hpo.manifest import CLASSES, IMAGE_SUFFIXES
+
+COLUMNS = ("path", "prediction", *(f"p_{c}" for c in CLASSES), "error")
+BATCH = 64
+
+
+class PredictError(ValueError):
+    """Nothing to predict with or on: a one-line message (the CLI shows just that)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    prediction: str = ""
+    probabilities: tuple[float, ...] = ()
+    error: str = ""
+
+    def row(self) -> list[str]:
+        probs = [f"{p:.6f}" for p in self.probabilities] or [""] * len(CLASSES)
+        return [self.path, self.prediction, *probs, self.error]
+
+
+def collect(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, str]]:
+    """(shown path, file or None, error) per input: folders are searched recursively for
+    PNG/JPEG files (sorted); a named file is taken whatever its suffix."""
+    found: list[tuple[str, Path | None, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found.extend((str(p), p, "") for p in files)
+        elif path.is_file():
+            found.append((str(path), path, ""))
+        else:
+            found.append((str(path), None, "not found"))
+    return found
+
+
+def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[Prediction]:
+    import numpy as np
+    import torch
+
+    from xray_hpo.dataset import decode_image
+    from xray_hpo.model import load_model
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise PredictError(f"{model_path}: model not found; train it first (dvc repro "
+                           "train_best) or pass --model")
+    try:
+        model = load_model(model_path)
+    except Exception as exc:  # a truncated or foreign file
+        raise PredictError(f"{model_path}: not a model saved by xray-hpo ({exc})") from exc
+    size = model.args.image_size
+    results: dict[int, Prediction] = {}
+    pending: list[tuple[int, str, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        pixels = torch.from_numpy(np.stack([a for _, _, a in pending])).unsqueeze(1)
+        with torch.no_grad():
+            probs = torch.softmax(model(pixels.float().div_(255.0)), dim=1).numpy()
+        for (index, shown, _), p in zip(pending, probs, strict=True):
+            results[index] = Prediction(shown, CLASSES[int(p.argmax())],
+                                        tuple(float(v) for v in p))
+        pending.clear()
+
+    for index, (shown, file, error) in enumerate(collect(paths)):
+        if file is None:
+            results[index] = Prediction(shown, error=error)
+            continue
+        try:
+            pending.append((index, shown, decode_image(file, size)))
+        except (ValueError, OSError) as exc:  # DatasetError is a ValueError
+            results[index] = Prediction(shown, error=_one_line(str(exc), shown))
+        if len(pending) >= BATCH:
+            flush()
+    flush()
+    return [results[i] for i in sorted(results)]
+
+
+def _one_line(message: str, shown: str) -> str:
+    text = " ".join(message.split())
+    return text.removeprefix(f"{shown}: ")
+
+
+def predictions_csv(predictions: Sequence[Prediction]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows(p.row() for p in predictions)
+    return buffer.getvalue()
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="classify X-ray images with the trained model, into a CSV",
+        description="Classify PNG/JPEG images (files, or folders searched recursively) with "
+                    "the trained model, using exactly the prepare stage's preprocessing. "
+                    "Writes path,prediction,p_normal,p_bacterial,p_viral,error; an unreadable "
+                    "file gets a row with its error instead of stopping the run.")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder")
+    parser.add_argument("--model", default="models/model.pt",
+                        help="model saved by train_best (default: models/model.pt)")
+    parser.add_argument("--out", default="predictions.csv",
+                        help="CSV to write, '-' for stdout (default: predictions.csv)")
+    parser.set_defaults(func=_cli_main)
+
+
+def _cli_main(args: argparse.Namespace) -> int:
+    from xray_hpo.atomic import atomic_write_text
+
+    predictions = predict_paths(args.paths, args.model)
+    if not predictions:
+        raise PredictError("no PNG or JPEG images found in " + ", ".join(args.paths))
+    text = predictions_csv(predictions)
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(Path(args.out), text)
+    failed = sum(bool(p.error) for p in predictions)
+    where = "stdout" if args.out == "-" else args.out
+    print(f"predict: {len(predictions) - failed} image(s) classified, {failed} error row(s) "
+          f"-> {where}", file=sys.stderr)
+    return 0
