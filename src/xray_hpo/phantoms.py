@@ -26,6 +26,10 @@ from xray_hpo.phantom_anatomy import draw_chest, segment_distance, soft_step
 from xray_hpo.phantom_pathology import consolidation, interstitial
 
 SOURCE = "synthetic-phantom v1"
+# DVC's hash of the default set (PhantomSpec()): data.dvc records it, and `xray-hpo
+# ensure-data` regenerates only data that hashes to it. A generator change is a new
+# dataset version: update this, regenerate, and `dvc add data`.
+PHANTOM_DATA_MD5 = "cf16eae7a7259200accbe63d26d7b5a3.dir"
 # A stream key no image uses (images use four-number keys), for shuffling patient numbers.
 _PATIENT_SHUFFLE_KEY = (0x50415449,)
 
