@@ -21,13 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from xray_hpo import study as studies
 from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
 
 ATTR_SPEC = "spec"
 ATTR_TARGET = "n_trials_target"
+# Seconds in train() less the per-epoch reporting (complete trials): the rest of a trial's
+# time is its fixed cost (storage, sampling, tracking).
+ATTR_TRAIN_S = "train_s"
+ATTR_SURPLUS = "surplus"  # a trial created past the budget by a race; failed, not counted
+_PR_SET_PDEATHSIG = 1
+
+
+class SurplusTrial(Exception):
+    """The budget filled up between the worker's check and its trial's creation."""
 
 
 @dataclass
@@ -38,6 +46,7 @@ class WorkerContext:
     train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
     val_data: Any
     device: Any
+    surplus: bool = False  # set by the objective when its trial lost the race for a place
 
 
 def file_sha256(path: Path) -> str:
@@ -50,17 +59,32 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
     from xray_hpo.tracking import TrialTracker
     from xray_hpo.training import EpochStats, train
 
-    trial.set_user_attr("worker", studies.worker_tag())
-    hparams = suggest_hparams(trial, ctx.space)
+    studies.tag_trial(trial)  # first: a dead worker's trial is then detected exactly
+    target = int(ctx.study.user_attrs.get(ATTR_TARGET, 0))
+    if not studies.within_budget(ctx.study.get_trials(deepcopy=False), trial.number, target):
+        trial.set_user_attr(ATTR_SURPLUS, True)
+        ctx.surplus = True
+        raise SurplusTrial(f"trial {trial.number} is past the budget of {target}")
     history: list[EpochStats] = []
-    tracker = TrialTracker(ctx.study.study_name, trial.number, asdict(hparams))
+    tracker: TrialTracker | None = None
+
+    reporting_s = [0.0]  # time spent in on_epoch (storage, tracker), not in epochs
 
     def on_epoch(stats: EpochStats) -> None:
-        history.append(stats)
-        tracker.log_epoch(stats)
-        trial.report(stats.val_acc, stats.epoch)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+        started = time.perf_counter()
+        try:
+            history.append(stats)
+            if tracker is not None:
+                tracker.log_epoch(stats)
+            trial.report(stats.val_acc, stats.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+        finally:
+            reporting_s[0] += time.perf_counter() - started
+
+    def close_tracker(state: str) -> None:
+        if tracker is not None:
+            tracker.close(state)
 
     def record(state: str) -> None:
         if history:
@@ -69,13 +93,23 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
             trial.set_user_attr("best_epoch", best.epoch)
             trial.set_user_attr("best_val_acc", best.val_acc)
         trial.set_user_attr("epochs_run", len(history))
-        tracker.close(state)
+        close_tracker(state)
 
     try:
+        hparams = suggest_hparams(trial, ctx.space)
+        tracker = TrialTracker(ctx.study.study_name, trial.number, asdict(hparams))
+        started = time.perf_counter()
         result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                        device=ctx.device, on_epoch=on_epoch)
+        trial.set_user_attr(ATTR_TRAIN_S,
+                            round(time.perf_counter() - started - reporting_s[0], 4))
     except optuna.TrialPruned:
         record("pruned")
+        raise
+    except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
+        # The storage failed, or another process failed this trial (its heartbeat looked
+        # stale): that says nothing about the configuration, so no fail_reason.
+        close_tracker("interrupted")
         raise
     except Exception as exc:  # any failure of this configuration is a result, not a crash
         trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
@@ -83,7 +117,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         raise
     except BaseException:  # interrupted: no fail_reason, so the trial is replaced next run
         trial.set_user_attr("interrupted", True)
-        tracker.close("interrupted")
+        close_tracker("interrupted")
         raise
     record("complete")
     return result.best_val_acc
@@ -109,39 +143,81 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
-               worker_index: int | None, threads: int, poll_s: float = 0.5) -> int:
-    """Run trials until the study's target is reached; returns how many this worker ran."""
+               worker_index: int | None, threads: int, poll_s: float = 0.5,
+               parent_pid: int | None = None) -> int:
+    """Run trials until the study's target is reached; returns how many this worker ran.
+
+    ``parent_pid``: the tune stage that spawned this worker; the worker stops when it dies.
+    """
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
     spec = probe.user_attrs[ATTR_SPEC]
     study = optuna.load_study(
         study_name=study_name, storage=storage,
-        sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index),
+        sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
+                                     n_existing=len(probe.get_trials(deepcopy=False))),
         pruner=studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"]),
     )
     ctx = load_context(study, prepared_dir, threads)
-    parent = os.getppid()
     ran = 0
     while True:
-        if worker_index is not None and os.getppid() != parent:
+        if parent_pid is not None and os.getppid() != parent_pid:
             break  # the tune stage that spawned us is gone
-        studies.fail_dead_local_trials(study)
+        studies.fail_lost_trials(study)
         target = int(study.user_attrs.get(ATTR_TARGET, 0))
         trials = study.get_trials(deepcopy=False)
-        counted = sum(studies.is_counted(t) for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if counted >= target:
+        if sum(studies.is_counted(t) for t in trials) >= target:
             break
-        if counted + running >= target:
+        if sum(studies.holds_slot(t) for t in trials) >= target:
             time.sleep(poll_s)  # the budget is in flight elsewhere; wait in case a worker dies
             continue
-        study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
-                       gc_after_trial=False, show_progress_bar=False)
+        ctx.surplus = False
+        try:
+            study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
+                           gc_after_trial=False, show_progress_bar=False)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            # Our trial was failed by another process (heartbeat missed, e.g. the database
+            # was unreachable longer than the grace period); it is replaced, we go on.
+            print(f"tune-worker: {exc}; continuing", file=sys.stderr)
+            continue
+        if ctx.surplus:
+            time.sleep(poll_s)  # lost a race for the last place: wait like the others
+            continue
         ran += 1
     return ran
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker when the process that spawned it dies.
+
+    So a tune stage killed with -9 does not leave workers training on: each marks its
+    trial interrupted and exits. Elsewhere the loop's parent check is the fallback.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_interrupted = False
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
+    """First SIGTERM/SIGINT: stop the trial (it is marked interrupted). Later ones are
+    ignored so they cannot cut that bookkeeping short; the coordinator's SIGKILL is the
+    backstop."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -156,12 +232,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prepared", type=Path, default=Path("prepared"),
                         help="prepared data folder (default: prepared)")
     parser.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.set_defaults(func=_cli_main)
 
 
 def _cli_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     storage_spec = studies.resolve_storage(args.storage)
@@ -174,9 +252,18 @@ def _cli_main(args: argparse.Namespace) -> int:
             return 2
         name = max(summaries, key=lambda s: s._study_id).study_name
     try:
-        ran = run_worker(storage_spec, name, args.prepared, args.worker_index, args.threads)
+        ran = run_worker(storage_spec, name, args.prepared, args.worker_index, args.threads,
+                         parent_pid=args.parent_pid)
+        code = 0
     except KeyboardInterrupt:
-        return 130
-    if args.worker_index is None:
-        print(f"tune-worker: ran {ran} trial(s) of study {name}")
-    return 0
+        ran, code = 0, 130
+    if args.parent_pid is None:
+        if code == 0:
+            print(f"tune-worker: ran {ran} trial(s) of study {name}")
+        return code
+    # A worker of the tune stage: every trial is already in storage and its tracker task
+    # closed. Skip the interpreter's teardown (about 2 s with torch loaded), which the
+    # stage would otherwise wait for at the end of every run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

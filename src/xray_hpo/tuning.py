@@ -7,11 +7,14 @@ finish and returns once the study holds ``tune.n_trials`` counted trials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +62,10 @@ def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optu
     if ATTR_SPEC not in study.user_attrs:
         study.set_user_attr(ATTR_SPEC, spec)
     study.set_user_attr(ATTR_TARGET, config.tune.n_trials)
-    studies.fail_dead_local_trials(study)  # a previous run killed with -9
+    lost = studies.fail_lost_trials(study)  # a previous run killed with -9
+    if lost:
+        print(f"study {name}: trial(s) {lost} lost their worker; failed, to be replaced",
+              file=sys.stderr)
     return study
 
 
@@ -71,41 +77,75 @@ def worker_threads(config: Config) -> int:
 
 def run_study(config: Config, storage_spec: str, prepared_dir: Path,
               poll_s: float = 0.5) -> TuneSummary:
-    from tqdm import tqdm
-
     from xray_hpo.tracking import OptimizerTracker, worker_environment
 
-    study = prepare_study(config, storage_spec, prepared_dir)
-    target = config.tune.n_trials
-    print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
-          f"{len(studies.budget_trials(study, target))}/{target} trials done", file=sys.stderr)
-    configuration = {"study": study.study_name, "n_trials": target,
-                     "n_workers": config.tune.n_workers, **study.user_attrs[ATTR_SPEC]}
-    with OptimizerTracker(study.study_name, configuration) as tracker:
-        reported: set[int] = set()
-        progress = tqdm(total=target, desc="tune", unit="trial", file=sys.stderr)
-        workers = _spawn_workers(config, storage_spec, study.study_name, prepared_dir,
-                                 worker_environment(tracker.id))
-        try:
-            while True:
-                done = studies.budget_trials(study, target)
-                _report_new(done, reported, tracker, progress)
-                alive = [w for w in workers if w.poll() is None]
-                if len(done) >= target and not alive:
-                    break
-                if not alive and len(done) < target:
-                    codes = [w.returncode for w in workers]
-                    raise TuneError(f"every tune worker exited (codes {codes}) with "
-                                    f"{len(done)}/{target} trials done; see the errors above")
-                time.sleep(poll_s)
-        except BaseException:
-            _stop_workers(workers)
-            raise
-        finally:
-            progress.close()
-        summary = summarize(study, target)
-        tracker.report_summary(study)
+    with _sigterm_as_interrupt():
+        study = prepare_study(config, storage_spec, prepared_dir)
+        target = config.tune.n_trials
+        already = len(studies.budget_trials(study, target))
+        print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
+              f"{already}/{target} trials done", file=sys.stderr)
+        configuration = {"study": study.study_name, "n_trials": target,
+                         "n_workers": config.tune.n_workers, **study.user_attrs[ATTR_SPEC]}
+        with OptimizerTracker(study.study_name, configuration) as tracker:
+            # A study that already holds its n_trials (n_trials lowered, or a rerun after
+            # the outputs were deleted) needs no worker: nothing is trained again.
+            workers = (_spawn_workers(config, storage_spec, study.study_name, prepared_dir,
+                                      worker_environment(tracker.id))
+                       if already < target else [])
+            _watch(study, target, workers, tracker, poll_s)
+            summary = summarize(study, target)
+            tracker.report_summary(study)
     return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI timeout, ``dvc queue kill``) stops the stage like Ctrl-C:
+    workers are told to stop, their trials are marked interrupted, nothing is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal fired
+        if not fired:  # one interrupt; a second signal must not cut the cleanup short
+            fired = True
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[bytes]],
+           tracker: Any, poll_s: float) -> None:
+    """Report trials as they are counted until the study holds ``target`` and the local
+    workers have exited; on any exit path but success, the workers are stopped."""
+    from tqdm import tqdm
+
+    reported: set[int] = set()
+    progress = tqdm(total=target, desc="tune", unit="trial", file=sys.stderr)
+    try:
+        while True:
+            done = studies.budget_trials(study, target)
+            _report_new(done, reported, tracker, progress)
+            alive = [w for w in workers if w.poll() is None]
+            if len(done) >= target and not alive:
+                break
+            if not alive and len(done) < target:
+                codes = [w.returncode for w in workers]
+                raise TuneError(f"every tune worker exited (codes {codes}) with "
+                                f"{len(done)}/{target} trials done; see the errors above")
+            time.sleep(poll_s)
+    except BaseException:
+        _stop_workers(workers)
+        raise
+    finally:
+        progress.close()
 
 
 def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
@@ -130,7 +170,8 @@ def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_
         subprocess.Popen(
             [sys.executable, "-m", "xray_hpo.cli", "tune-worker", "--storage", storage_spec,
              "--study", study_name, "--prepared", str(prepared_dir),
-             "--worker-index", str(index), "--threads", str(threads)],
+             "--worker-index", str(index), "--threads", str(threads),
+             "--parent-pid", str(os.getpid())],
             env=env,
         )
         for index in range(config.tune.n_workers)
