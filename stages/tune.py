@@ -27,19 +27,17 @@ TRIALS = Path("plots/tune_trials.csv")
 
 
 def analyse(config: Config, storage_spec: str, study_name: str
-            ) -> tuple[list[FrozenTrial], dict[str, float], Selection]:
-    """Importances over the counted trials, and the re-seeded top-k selection."""
+            ) -> tuple[list[FrozenTrial], Selection]:
+    """The counted trials, and the re-seeded top-k selection among them."""
     import optuna
 
     from xray_hpo.dataset import load_prepared
-    from xray_hpo.importance import param_importances
     from xray_hpo.selection import robust_select, top_candidates
     from xray_hpo.study import budget_trials, open_storage
     from xray_hpo.training import SplitData, configure_torch, train
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
     trials = budget_trials(study, config.tune.n_trials)
-    importances = param_importances(trials)
     device = configure_torch(config.train)
     prepared = Path(config.data.prepared_dir)
     data = {name: SplitData.from_arrays(s.images, s.labels)
@@ -56,7 +54,7 @@ def analyse(config: Config, storage_spec: str, study_name: str
     sel = config.select
     selection = robust_select(top_candidates(trials, sel.top_k), sel.seeds, config.train.seed,
                               run, top_k=sel.top_k, on_run=say)
-    return trials, importances, selection
+    return trials, selection
 
 
 def main() -> None:
@@ -71,8 +69,9 @@ def main() -> None:
     storage = resolve_storage(args.storage)
     summary = run_study(config, storage, Path(config.data.prepared_dir))
     started = time.perf_counter()
-    trials, importances, selection = analyse(config, storage, summary.study_name)
-    print(f"select: importances and {len(selection.results)} x {config.select.seeds - 1} "
+    trials, selection = analyse(config, storage, summary.study_name)
+    importances = summary.importances
+    print(f"select: {len(selection.results)} x {config.select.seeds - 1} "
           f"re-runs took {time.perf_counter() - started:.1f} s", file=sys.stderr)
     chosen = selection.chosen
     if chosen.candidate.trial != summary.best_trial:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from xray_hpo import study as studies
 from xray_hpo.config import Config, HParams
+from xray_hpo.importance import study_importances
 from xray_hpo.search_space import hparams_from_values
 from xray_hpo.tune_worker import ATTR_SPEC, ATTR_TARGET, file_sha256
 
@@ -42,6 +43,8 @@ class TuneSummary:
     pruned: int
     failed: int
     worst_complete_value: float
+    # fANOVA importance of each hyperparameter over the counted trials (seeded).
+    importances: dict[str, float] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -95,7 +98,8 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
                        if already < target else [])
             _watch(study, target, workers, tracker, poll_s)
             summary = summarize(study, target)
-            tracker.report_summary(study)
+            summary.importances.update(study_importances(study, target))
+            tracker.report_summary(study, importances=summary.importances)
     return summary
 
 
