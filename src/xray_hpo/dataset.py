@@ -65,25 +65,26 @@ def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             img.draft("L", (image_size * 2, image_size * 2))  # JPEG: decode at reduced scale
             img = ImageOps.exif_transpose(img)
-            gray = _to_gray8(img)
+            gray = to_gray8(img)
             gray = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{name}: not a decodable PNG or JPEG image ({exc})") from exc
 
 
-def _to_gray8(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit X-rays: stretch the used range to 8 bits rather than clipping at 255.
-        pixels = np.asarray(img, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) / (high - low or 1.0) * 255.0
-        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "P"):
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(background, img)
-    return img.convert("L")
+def to_gray8(image: Image.Image) -> Image.Image:
+    """8-bit grayscale of any Pillow mode, scaling high bit depths instead of clipping them."""
+    if image.mode == "L":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # convert("L") would clip every value above 255 to white; map 0..65535 onto 0..255.
+        values = np.asarray(image, dtype=np.int64).clip(0, 65535)
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    # Alpha is dropped, not composited: radiographs do not use transparency, so the stored
+    # colour values are the picture and a background colour would invent pixels.
+    return image.convert("L")
 
 
 def prepare_split(root: Path, images: list[RawImage], image_size: int) -> PreparedSplit:

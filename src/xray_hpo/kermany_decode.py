@@ -13,8 +13,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from xray_hpo.dataset import to_gray8
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
 DEFAULT_MAX_SIZE = 256
@@ -22,21 +23,6 @@ DEFAULT_MAX_SIZE = 256
 
 class UndecodableImage(Exception):
     """A source file that is not a usable image; the message is the reason in the report."""
-
-
-def to_gray8(image: Image.Image) -> Image.Image:
-    """8-bit grayscale of any Pillow mode, scaling high bit depths instead of clipping them."""
-    if image.mode == "L":
-        return image
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        # convert("L") would clip every value above 255 to white; map 0..65535 onto 0..255.
-        values = np.asarray(image, dtype=np.int64).clip(0, 65535)
-        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    # Alpha is dropped, not composited: radiographs do not use transparency, so the stored
-    # colour values are the picture and a background colour would invent pixels.
-    return image.convert("L")
 
 
 def decode_to_png(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
