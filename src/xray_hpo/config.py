@@ -98,6 +98,27 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class KermanyConfig:
+    """Defaults of ``xray-hpo import-kermany`` (its explicit options override them).
+
+    Balanced mode (``all: false``): ``train``/``val``/``test`` images per split, balanced
+    across the classes; ``test`` may be ``max`` (as many as balance allows). ``all: true``:
+    every image, split per class by ``fractions`` (train, val, test).
+    """
+
+    train: int = 206  # the original study's sizes
+    val: int = 45
+    test: Any = "max"  # an integer >= 0 or "max"
+    all: bool = False
+    fractions: tuple[float, ...] = (0.70, 0.15, 0.15)
+    seed: int = 42
+
+    @property
+    def sizes(self) -> tuple[int, int, int | None]:
+        return (self.train, self.val, None if self.test == "max" else self.test)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
@@ -105,6 +126,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    kermany: KermanyConfig = field(default_factory=KermanyConfig)
 
 
 @dataclass(frozen=True)
@@ -137,6 +159,23 @@ def config_from_dict(raw: Any, source: str = "params.yaml") -> Config:
     config = _build(Config, raw, f"{source}:")
     _check_semantics(config, source)
     return config
+
+
+def load_kermany_config(path: str | Path = "params.yaml") -> KermanyConfig:
+    """Only the ``kermany`` section (the importer must not depend on the rest being valid);
+    the built-in defaults when the file or the section is absent."""
+    path = Path(path)
+    if not path.is_file():
+        return KermanyConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {_show(raw)}")
+    kermany = _build(KermanyConfig, raw.get("kermany") or {}, f"{path}: kermany")
+    _check_kermany(kermany, str(path))
+    return kermany
 
 
 def load_hparams(path: str | Path = "best_params.yaml") -> HParams:
@@ -257,6 +296,8 @@ def _check_semantics(config: Config, source: str) -> None:
     need(0.5 <= config.evaluate.confidence < 1, "evaluate.confidence", "a number in [0.5, 1)",
          config.evaluate.confidence)
 
+    _check_kermany(config.kermany, source)
+
     space = config.tune.search_space
     unknown = sorted(set(space) - set(HYPERPARAMETERS))
     need(not unknown, f"tune.search_space.{unknown[0] if unknown else ''}",
@@ -267,6 +308,24 @@ def _check_semantics(config: Config, source: str) -> None:
          "nothing")
     for name, spec in space.items():
         _check_spec(f"{source}: tune.search_space.{name}", name, spec)
+
+
+def _check_kermany(kermany: KermanyConfig, source: str) -> None:
+    for name in ("train", "val"):
+        value = getattr(kermany, name)
+        if value < 0:
+            raise ConfigError(f"{source}: kermany.{name}: expected an integer >= 0, got {value!r}")
+    test = kermany.test
+    if test != "max" and (isinstance(test, bool) or not isinstance(test, int) or test < 0):
+        raise ConfigError(f"{source}: kermany.test: expected an integer >= 0 or 'max', "
+                          f"got {test!r}")
+    fractions = kermany.fractions
+    if (len(fractions) != 3
+            or any(isinstance(f, bool) or not isinstance(f, int | float) or f < 0
+                   for f in fractions)
+            or sum(fractions) <= 0):
+        raise ConfigError(f"{source}: kermany.fractions: expected three numbers >= 0 (train, "
+                          f"val, test), not all zero, got {list(fractions)!r}")
 
 
 def _check_spec(key: str, name: str, spec: ParamSpec) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from xray_hpo.atomic import atomic_directory, atomic_write_json
+from xray_hpo.config import ConfigError, load_kermany_config
 from xray_hpo.kermany_decode import DEFAULT_MAX_SIZE, decode_all
 from xray_hpo.kermany_source import (
     KermanyImportError,
@@ -184,15 +185,18 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="dataset folder (with train|val|test/NORMAL|PNEUMONIA) or its .zip")
     parser.add_argument("--out", type=Path, default=Path("data"), help="raw tree (default: data)")
     parser.add_argument("--dvc-add", action="store_true", help="run `dvc add OUT` afterwards")
-    parser.add_argument("--seed", type=int, default=42, help="split seed (default: 42)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="split seed (default: params.yaml kermany.seed, else 42)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--sizes", nargs=3, type=_size, metavar=("TRAIN", "VAL", "TEST"),
-                       help="balanced split sizes (default: 206 45 max; only TEST may be max)")
-    group.add_argument("--all", dest="use_all", action="store_true",
+                       help="balanced split sizes; only TEST may be max (default: params.yaml "
+                            "kermany.train/val/test, else 206 45 max)")
+    group.add_argument("--all", dest="use_all", action="store_true", default=None,
                        help="use every image, split by --fractions (imbalanced: set "
-                            "train.class_weighting: balanced)")
+                            "train.class_weighting: balanced; default: params.yaml kermany.all)")
     parser.add_argument("--fractions", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
-                        default=DEFAULT_FRACTIONS, help="with --all (default: 0.7 0.15 0.15)")
+                        default=None, help="with --all (default: params.yaml kermany.fractions, "
+                                           "else 0.7 0.15 0.15)")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
                         help=f"longer side of stored images, px (default: {DEFAULT_MAX_SIZE})")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -200,9 +204,32 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_cli)
 
 
+PARAMS_FILE = Path("params.yaml")
+
+
+def resolve_defaults(args: argparse.Namespace, params: Path = PARAMS_FILE) -> argparse.Namespace:
+    """Fill the options not given on the command line from ``params.yaml``'s ``kermany``
+    section (read from the current directory when present; built-in defaults otherwise).
+
+    ``--sizes`` selects the balanced mode and ``--all`` the every-image mode, whatever
+    ``kermany.all`` says; without either, ``kermany.all`` decides.
+    """
+    defaults = load_kermany_config(params)
+    use_all = args.use_all if args.use_all else (args.sizes is None and defaults.all)
+    return argparse.Namespace(**{
+        **vars(args),
+        "seed": defaults.seed if args.seed is None else args.seed,
+        "sizes": tuple(args.sizes) if args.sizes else defaults.sizes,
+        "use_all": bool(use_all),
+        "fractions": tuple(float(f) for f in (args.fractions or defaults.fractions)),
+        "defaults_from": f"{params} (kermany)" if params.is_file() else "built-in defaults",
+    })
+
+
 def run_cli(args: argparse.Namespace) -> int:
-    sizes = tuple(args.sizes) if args.sizes else DEFAULT_SIZES
     try:
+        args = resolve_defaults(args)
+        sizes = args.sizes
         if None in sizes[:2]:
             raise KermanyImportError("--sizes: only TEST may be 'max'; TRAIN and VAL need counts")
         if args.max_size < 8 or args.jobs < 1:
@@ -214,13 +241,16 @@ def run_cli(args: argparse.Namespace) -> int:
         result = import_kermany(options)
         if args.dvc_add:
             _dvc_add(args.out)
-    except (KermanyImportError, SplitError) as exc:
+    except (KermanyImportError, SplitError, ConfigError) as exc:
         print(f"xray-hpo import-kermany: error: {exc}", file=sys.stderr)
         return 2
     split_text = ", ".join(
         f"{split} {sum(result.counts[split].values())} "
         f"({'/'.join(str(result.counts[split][cls]) for cls in CLASSES)})" for split in SPLITS)
+    mode = (f"--all, fractions {' '.join(f'{f:g}' for f in args.fractions)}" if args.use_all
+            else "balanced, sizes " + " ".join("max" if n is None else str(n) for n in args.sizes))
     print(f"imported into {args.out}: {split_text} [normal/bacterial/viral]")
+    print(f"settings: {mode}, seed {args.seed} (unset options from {args.defaults_from})")
     print(f"skipped {len(result.skipped)} file(s); reasons in {result.report_path}")
     print(next_steps(args.out, dvc_added=args.dvc_add))
     return 0
