@@ -138,3 +138,17 @@ def test_figures_html_renders_in_headless_chromium_without_script_errors(
     assert broken.read_text() != page
     dom, console = render(broken)
     assert rendered_problems(dom, console, div_ids)
+
+
+def test_imported_files_are_one_source_group_not_one_per_file() -> None:
+    from xray_hpo.report import IMPORTED, data_sources, describe_sources
+
+    manifest = ("split,class,path,patient_id,sha256,source\n"
+                "train,normal,a.png,p1,h1,chest_xray/train/NORMAL/IM-0001-0001.jpeg\n"
+                "val,viral,b.png,p2,h2,chest_xray/train/PNEUMONIA/person1_virus_6.jpeg\n")
+    sources = data_sources(manifest)
+    assert sources == {IMPORTED: 2}
+    assert describe_sources(sources).startswith("**Real data**")
+    assert data_sources(manifest.replace("chest_xray/train/NORMAL/IM-0001-0001.jpeg",
+                                         "synthetic-phantom v1")) == {
+        IMPORTED: 1, "synthetic-phantom v1": 1}

@@ -105,10 +105,19 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
 
 # --- sections ------------------------------------------------------------------------------
 
+IMPORTED = "files imported with xray-hpo import-kermany"
+
+
 def data_sources(manifest_csv: str) -> dict[str, int]:
-    """Images per value of the manifest's ``source`` column."""
+    """Images per origin: a generator's name, or one group for imported files.
+
+    An importer records each file's path inside the download as its source; listing
+    those would name every image, so path-like sources count as one group.
+    """
     rows = csv.DictReader(io.StringIO(manifest_csv))
-    return dict(sorted(Counter((r.get("source") or "unknown") for r in rows).items()))
+    origins = ((r.get("source") or "unknown") for r in rows)
+    return dict(sorted(Counter(IMPORTED if "/" in s or "\\" in s else s
+                               for s in origins).items()))
 
 
 def describe_sources(sources: Mapping[str, int]) -> str:
