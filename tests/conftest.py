@@ -107,3 +107,27 @@ def make_project(tmp_path: Path, phantom_data: Path,
         return project
 
     return factory
+
+
+def run_command(cwd: Path, *cmd: str) -> str:
+    """Run a command as a user would in the project at ``cwd`` (tracking off); its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
+    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="", PYTHONPATH=str(cwd / "src"),
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
+    """A git + DVC repository at ``root`` with this checkout's code and overridden params."""
+    for name in (*PROJECT_FILES, ".dvcignore", ".gitignore"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy2(source, root / name)
+    Project(root).set_params(overrides)
+    run_command(root, "git", "init", "-q")
+    run_command(root, "dvc", "init", "-q")
+    run_command(root, "dvc", "config", "core.analytics", "false")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import PROJECT_FILES, REPO, TINY, set_dotted
+from conftest import TINY, init_dvc_project, run_command
 
 pytestmark = pytest.mark.slow
 
@@ -23,37 +20,16 @@ TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metric
            "plots/tune_trials.csv", "reports/index.md")
 
 
-def _sh(cwd: Path, *cmd: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    for name in (*PROJECT_FILES, ".dvcignore"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
+    init_dvc_project(root, TINY)
     shutil.copytree(phantom_data, root / "data")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in TINY.items():
-        set_dotted(params, key, value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    _sh(root, "git", "init", "-q")
-    _sh(root, "dvc", "init", "-q")
-    _sh(root, "dvc", "config", "core.analytics", "false")
-    _sh(root, "dvc", "add", "-q", "data")
-    _sh(root, "dvc", "repro")
-    _sh(root, "git", "add", "-A")
-    _sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline")
+    run_command(root, "dvc", "add", "-q", "data")
+    run_command(root, "dvc", "repro")
+    run_command(root, "git", "add", "-A")
+    run_command(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
+                "baseline")
     return root
 
 
@@ -82,7 +58,7 @@ def test_repro_writes_every_tracked_output(dvc_project: Path) -> None:
     history = _read(root, "plots/train_history.csv").splitlines()
     assert history[0].startswith("epoch,train_loss,val_loss") and len(history) == 3
     assert not list((root / "metrics").glob(".*tmp"))  # atomic writes leave no debris
-    status = _sh(root, "dvc", "status")
+    status = run_command(root, "dvc", "status")
     assert "up to date" in status, status
 
 
@@ -90,18 +66,18 @@ def test_repro_is_byte_identical_from_a_fresh_study(dvc_project: Path) -> None:
     root = dvc_project
     before = {name: (root / name).read_bytes() for name in TRACKED}
     shutil.rmtree(root / ".optuna")  # the rerun must reproduce, not read back, the study
-    _sh(root, "dvc", "repro", "-f")
+    run_command(root, "dvc", "repro", "-f")
     after = {name: (root / name).read_bytes() for name in TRACKED}
     assert after == before
 
 
 def test_experiment_with_more_trials_continues_the_study(dvc_project: Path) -> None:
     root = dvc_project
-    _sh(root, "dvc", "exp", "run", "-S", "tune.n_trials=3")
+    run_command(root, "dvc", "exp", "run", "-S", "tune.n_trials=3")
     tune = _read(root, "metrics/tune.json")
     assert sum(tune["trials"].values()) == 3
-    shown = json.loads(_sh(root, "dvc", "exp", "show", "--json"))
+    shown = json.loads(run_command(root, "dvc", "exp", "show", "--json"))
     assert "tune.n_trials" in json.dumps(shown) or "n_trials" in json.dumps(shown)
-    diff = _sh(root, "dvc", "params", "diff")
+    diff = run_command(root, "dvc", "params", "diff")
     assert "tune.n_trials" in diff
-    _sh(root, "dvc", "metrics", "diff")
+    run_command(root, "dvc", "metrics", "diff")

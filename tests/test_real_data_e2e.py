@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import PROJECT_FILES, REPO, SHARED_REAL_DATA, TINY, set_dotted
+from conftest import REPO, SHARED_REAL_DATA, TINY, init_dvc_project, run_command
 from xray_hpo.config import ConfigError, KermanyConfig, config_from_dict, load_kermany_config
 from xray_hpo.kermany import resolve_defaults
 
@@ -105,38 +102,16 @@ def test_cli_reports_a_bad_kermany_section_in_one_line(tmp_path: Path,
 
 # --- the real dvc repro on imported real data -----------------------------------------------
 
-def _sh(cwd: Path, *cmd: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="", PYTHONPATH=str(cwd / "src"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def real_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     if not SHARED_REAL_DATA.is_dir():
         pytest.skip(f"shared real images not found at {SHARED_REAL_DATA}")
     root = tmp_path_factory.mktemp("real-e2e")
-    for name in (*PROJECT_FILES, ".dvcignore"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for key, value in {**TINY, "select.seeds": 1, **SIZES}.items():
-        set_dotted(params, key, value)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    _sh(root, "git", "init", "-q")
-    _sh(root, "dvc", "init", "-q")
-    _sh(root, "dvc", "config", "core.analytics", "false")
+    init_dvc_project(root, {**TINY, "select.seeds": 1, **SIZES})
     # No size options: they come from the project's params.yaml (kermany: 30 / 15 / 30).
-    printed = _sh(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
+    printed = run_command(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
                   str(SHARED_REAL_DATA), "--dvc-add")
-    _sh(root, "dvc", "repro")
+    run_command(root, "dvc", "repro")
     return root, printed
 
 
@@ -178,5 +153,5 @@ def test_repro_on_imported_real_data(real_project: tuple[Path, str]) -> None:
     index = (root / "reports/index.md").read_text()
     assert "**Real data**" in index and "Synthetic data" not in index
     assert (root / "models/model.pt").is_file()
-    status = _sh(root, "dvc", "status")
+    status = run_command(root, "dvc", "status")
     assert "up to date" in status, status
