@@ -9,10 +9,9 @@ from pathlib import Path
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text
 from xray_hpo.config import load_config, load_hparams
-from xray_hpo.dataset import load_prepared
 from xray_hpo.model import save_model
 from xray_hpo.stage_util import run_stage
-from xray_hpo.training import EpochStats, SplitData, configure_torch, train
+from xray_hpo.training import EpochStats, configure_torch, load_splits, train
 
 MODEL = Path("models/model.pt")
 HISTORY = Path("plots/train_history.csv")
@@ -35,9 +34,7 @@ def main() -> None:
     config = load_config()
     hparams = load_hparams()
     device = configure_torch(config.train)
-    prepared = Path(config.data.prepared_dir)
-    splits = {name: load_prepared(prepared, name) for name in ("train", "val")}
-    data = {name: SplitData.from_arrays(s.images, s.labels) for name, s in splits.items()}
+    data = load_splits(Path(config.data.prepared_dir), "train", "val")
     with RunTracker("train_best", "training", hparams=asdict(hparams)) as tracker:
         result = train(hparams, config.train, data["train"], data["val"], device=device,
                        on_epoch=tracker.log_epoch)

@@ -31,17 +31,14 @@ def analyse(config: Config, storage_spec: str, study_name: str
     """The counted trials, and the re-seeded top-k selection among them."""
     import optuna
 
-    from xray_hpo.dataset import load_prepared
     from xray_hpo.selection import robust_select, top_candidates
     from xray_hpo.study import budget_trials, open_storage
-    from xray_hpo.training import SplitData, configure_torch, train
+    from xray_hpo.training import configure_torch, load_splits, train
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
     trials = budget_trials(study, config.tune.n_trials)
     device = configure_torch(config.train)
-    prepared = Path(config.data.prepared_dir)
-    data = {name: SplitData.from_arrays(s.images, s.labels)
-            for name, s in ((n, load_prepared(prepared, n)) for n in ("train", "val"))}
+    data = load_splits(Path(config.data.prepared_dir), "train", "val")
 
     def run(hparams: HParams, seed: int) -> float:
         return train(hparams, config.train, data["train"], data["val"], device=device,

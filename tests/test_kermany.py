@@ -16,7 +16,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from xray_hpo.kermany import ImportOptions, KermanyImportError, import_kermany, main
+from xray_hpo.cli import main
+from xray_hpo.kermany import ImportOptions, KermanyImportError, import_kermany
 from xray_hpo.kermany_decode import UndecodableImage, decode_to_png
 from xray_hpo.kermany_source import Unlabeled, label_file
 from xray_hpo.kermany_split import SplitError, SplitItem, group_items

@@ -90,7 +90,7 @@ def test_bad_kermany_params_name_the_key(tmp_path: Path, kermany: dict[str, Any]
 def test_cli_reports_a_bad_kermany_section_in_one_line(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    from xray_hpo.kermany import main
+    from xray_hpo.cli import main
 
     _params(tmp_path, {"test": "lots"})
     monkeypatch.chdir(tmp_path)

@@ -30,7 +30,7 @@ from xray_hpo.kermany_source import (
 from xray_hpo.kermany_split import SplitError, SplitItem, plan_all, plan_balanced
 from xray_hpo.manifest import CLASSES, SPLITS, ManifestRow, write_manifest
 
-__all__ = ["KermanyImportError", "add_cli", "import_kermany", "main"]
+__all__ = ["KermanyImportError", "add_cli", "import_kermany"]
 
 DEFAULT_SIZES: tuple[int, int, int | None] = (206, 45, None)  # the original study's; test: max
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -278,14 +278,3 @@ def next_steps(out: Path, dvc_added: bool) -> str:
     ]
     return "next steps:\n" + "\n".join(f"  {step}" for step in steps)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m xray_hpo.kermany``) until the main CLI wires it in."""
-    parser = argparse.ArgumentParser(prog="xray-hpo")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

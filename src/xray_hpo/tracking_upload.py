@@ -167,14 +167,3 @@ def add_cli(subparsers: Any) -> None:
     )
     parser.set_defaults(func=_run)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m xray_hpo.tracking_upload``) until the CLI wires it in."""
-    parser = argparse.ArgumentParser(prog="xray-hpo")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +39,14 @@ class SplitData:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def load_splits(prepared_dir: Path, *names: str) -> dict[str, SplitData]:
+    """Prepared arrays of the named splits, as tensors: what every training consumer needs."""
+    from xray_hpo.dataset import load_prepared
+
+    return {name: SplitData.from_arrays(split.images, split.labels)
+            for name, split in ((n, load_prepared(prepared_dir, n)) for n in names)}
 
 
 @dataclass(frozen=True)

@@ -124,8 +124,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
 
 
 def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> WorkerContext:
-    from xray_hpo.dataset import load_prepared
-    from xray_hpo.training import SplitData, configure_torch
+    from xray_hpo.training import configure_torch, load_splits
 
     spec = study.user_attrs[ATTR_SPEC]
     for split, expected in spec["data"].items():
@@ -136,8 +135,7 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
                              f"data version (dvc pull / dvc repro prepare)")
     train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
     device = configure_torch(train_config)
-    splits = {name: load_prepared(prepared_dir, name) for name in ("train", "val")}
-    data = {name: SplitData.from_arrays(s.images, s.labels) for name, s in splits.items()}
+    data = load_splits(prepared_dir, "train", "val")
     return WorkerContext(study, train_config, studies.space_from_spec(spec),
                          data["train"], data["val"], device)
 
