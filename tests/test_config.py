@@ -55,6 +55,15 @@ def _error(raw: dict[str, Any]) -> str:
         (lambda r: r["tune"]["search_space"]["lin1_size"].update(type="float"),
          "tune.search_space.lin1_size.type: expected int or categorical"),
         (lambda r: r.update(tune=[1, 2]), "tune expected a mapping"),
+        (lambda r: r["tune"]["pruner"].update(name="asha"),
+         "tune.pruner.name: expected one of ['successive_halving', 'median', 'hyperband', "
+         "'none'], got 'asha'"),
+        (lambda r: r["tune"]["pruner"].update(reduction_factor=1),
+         "tune.pruner.reduction_factor: expected an integer >= 2, got 1"),
+        (lambda r: r["tune"]["pruner"].update(min_resource=0),
+         "tune.pruner.min_resource: expected an integer >= 1 (epochs), got 0"),
+        (lambda r: r["tune"]["pruner"].update(stop_at_chance_after=-1),
+         "tune.pruner.stop_at_chance_after: expected an integer >= 0 (epochs; 0 = never)"),
     ],
 )
 def test_bad_params_name_the_key(raw: dict[str, Any], mutate: Any, expected: str) -> None:

@@ -66,9 +66,24 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class PrunerConfig:
-    name: Literal["median", "hyperband", "none"] = "median"
+    """Early stopping of trials on their per-epoch validation accuracy.
+
+    successive_halving (asynchronous, so it suits parallel workers): at epochs
+    ``min_resource * reduction_factor**k`` a trial goes on only if it is among the best
+    ``1/reduction_factor`` of the trials that reached that epoch. hyperband: several such
+    brackets. median: stop a trial below the median of the completed trials at the same
+    epoch, once ``n_startup_trials`` have completed and after ``n_warmup_steps`` epochs.
+    Any pruner but none also stops a trial whose best validation accuracy after
+    ``stop_at_chance_after`` epochs is no better than always guessing the most common class:
+    a diverged run, which ties with every other diverged run, so no ranking pruner stops it.
+    """
+
+    name: Literal["successive_halving", "median", "hyperband", "none"] = "successive_halving"
+    min_resource: int = 2
+    reduction_factor: int = 3
     n_startup_trials: int = 5
     n_warmup_steps: int = 3
+    stop_at_chance_after: int = 2  # epochs; 0 = never
 
 
 @dataclass(frozen=True)
@@ -286,8 +301,17 @@ def _check_semantics(config: Config, source: str) -> None:
          config.train.num_threads)
     need(config.tune.n_trials >= 1, "tune.n_trials", "an integer >= 1", config.tune.n_trials)
     need(config.tune.n_workers >= 1, "tune.n_workers", "an integer >= 1", config.tune.n_workers)
-    need(config.tune.pruner.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "an integer >= 0",
-         config.tune.pruner.n_warmup_steps)
+    pruner = config.tune.pruner
+    need(pruner.min_resource >= 1, "tune.pruner.min_resource", "an integer >= 1 (epochs)",
+         pruner.min_resource)
+    need(pruner.reduction_factor >= 2, "tune.pruner.reduction_factor", "an integer >= 2",
+         pruner.reduction_factor)
+    need(pruner.n_startup_trials >= 0, "tune.pruner.n_startup_trials", "an integer >= 0",
+         pruner.n_startup_trials)
+    need(pruner.n_warmup_steps >= 0, "tune.pruner.n_warmup_steps", "an integer >= 0",
+         pruner.n_warmup_steps)
+    need(pruner.stop_at_chance_after >= 0, "tune.pruner.stop_at_chance_after",
+         "an integer >= 0 (epochs; 0 = never)", pruner.stop_at_chance_after)
     need(config.select.top_k >= 1, "select.top_k", "an integer >= 1", config.select.top_k)
     need(config.select.seeds >= 1, "select.seeds", "an integer >= 1 (1: no re-runs)",
          config.select.seeds)

@@ -158,12 +158,17 @@ def make_sampler(config: SamplerConfig, worker_index: int | None,
 
 
 def make_pruner(config: PrunerConfig, epochs: int) -> optuna.pruners.BasePruner:
+    """The pruner of ``tune.pruner``; steps are 1-based epochs, values validation accuracy."""
+    if config.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=config.min_resource, reduction_factor=config.reduction_factor)
+    if config.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=config.min_resource,
+                                              max_resource=epochs,
+                                              reduction_factor=config.reduction_factor)
     if config.name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials,
                                            n_warmup_steps=config.n_warmup_steps)
-    if config.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, config.n_warmup_steps),
-                                              max_resource=epochs, reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 

@@ -46,6 +46,10 @@ class WorkerContext:
     train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
     val_data: Any
     device: Any
+    # Stop a trial still no better than chance (the most common val class's share) after
+    # this many epochs; 0 = never.
+    chance_after: int = 0
+    chance_acc: float = 0.0
     surplus: bool = False  # set by the objective when its trial lost the race for a place
 
 
@@ -77,6 +81,11 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
             if tracker is not None:
                 tracker.log_epoch(stats)
             trial.report(stats.val_acc, stats.epoch)
+            if stats.epoch == ctx.train_config.epochs:
+                return  # stopping now saves nothing and would throw a finished run away
+            if stuck_at_chance(history, ctx.chance_after, ctx.chance_acc):
+                raise optuna.TrialPruned(f"no better than chance ({ctx.chance_acc:.3f}) "
+                                         f"after epoch {stats.epoch}")
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
         finally:
@@ -103,7 +112,8 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
                        device=ctx.device, on_epoch=on_epoch)
         trial.set_user_attr(ATTR_TRAIN_S,
                             round(time.perf_counter() - started - reporting_s[0], 4))
-    except optuna.TrialPruned:
+    except optuna.TrialPruned as exc:
+        trial.set_user_attr("prune_reason", str(exc))
         record("pruned")
         raise
     except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
@@ -123,6 +133,17 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
     return result.best_val_acc
 
 
+def stuck_at_chance(history: list[Any], after: int, chance_acc: float) -> bool:
+    """True once ``after`` epochs have run and none beat always guessing one class.
+
+    Such a run has diverged to a constant prediction: on the phantom data no trial at
+    chance after 2 epochs ever left it (60 trials, 3 seeds, bench/RESULTS.md), and all
+    such runs tie, so neither successive halving nor the median can rank them out.
+    """
+    return (after > 0 and len(history) >= after
+            and max(s.val_acc for s in history) <= chance_acc + 1e-9)
+
+
 def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> WorkerContext:
     from xray_hpo.training import configure_torch, load_splits
 
@@ -136,8 +157,13 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
     train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
     device = configure_torch(train_config)
     data = load_splits(prepared_dir, "train", "val")
+    pruner = PrunerConfig(**spec["pruner"])
+    labels = data["val"].labels
+    chance_acc = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
     return WorkerContext(study, train_config, studies.space_from_spec(spec),
-                         data["train"], data["val"], device)
+                         data["train"], data["val"], device,
+                         chance_after=0 if pruner.name == "none" else pruner.stop_at_chance_after,
+                         chance_acc=chance_acc)
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
