@@ -1,5 +1,6 @@
-"""The real tune stage with ClearML offline (3 trials, 2 epochs): what lands in the session
-files, that nothing touched the network, and that tracking changes no result."""
+"""The real tune stage with ClearML offline (3 trials, 3 epochs, one learning rate that
+collapses and is pruned): what lands in the session files, that nothing touched the
+network, and that tracking changes no result."""
 
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ def _events(session: Path) -> list[dict[str, Any]]:
 
 
 def _tune(make_project: Any, mode: str, tmp_path: Path) -> tuple[Path, str]:
-    project = make_project({"tune.n_trials": 3, "train.epochs": 2})
+    # Random seed 1 draws lr 0.1 (the CNN collapses to one class: pruned after epoch 2 by
+    # the chance rule) and 1e-3 (learns: complete after 3 epochs).
+    project = make_project({
+        "tune.n_trials": 3, "train.epochs": 3,
+        "tune.sampler": {"name": "random", "seed": 1, "n_startup_trials": 1},
+        "tune.search_space.lr": {"type": "categorical", "choices": [1.0e-3, 0.1]}})
     guard = tmp_path / f"guard-{mode}"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NET_GUARD)
@@ -82,6 +88,7 @@ def test_tune_offline_sessions_and_same_results_as_off(make_project: Any, tmp_pa
     opt_task, opt_events = sessions[optimizer_id]
     assert opt_task["project_name"] == "xray-hpo" and opt_task["name"].startswith("xray-hpo")
 
+    states = set()
     for task_id in by_type["training"]:
         task, events = sessions[task_id]
         assert task["parent"] == optimizer_id
@@ -95,11 +102,22 @@ def test_tune_offline_sessions_and_same_results_as_off(make_project: Any, tmp_pa
             for title, series in (("loss", "train"), ("loss", "val"), ("accuracy", "val"))
         }
         epochs = curves["loss", "train"]
-        assert epochs in ([1], [1, 2]), curves  # one point per epoch run (pruning may stop at 1)
-        assert all(points == epochs for points in curves.values()), curves
-        if "complete" in task["tags"]:
-            assert epochs == [1, 2]
+        assert all(points == epochs for points in curves.values()), curves  # one per epoch
+        lr = float(task["hyperparams"]["General"]["lr"]["value"])
+        state = "complete" if "complete" in task["tags"] else "pruned"
+        assert state in task["tags"], task["tags"]
+        if lr == 0.1:
+            assert state == "pruned" and epochs == [1, 2], curves
+            assert task["comment"] == "pruned: no better than chance (0.333) after epoch 2"
+        elif state == "pruned":  # not the best at the first rung
+            assert epochs == [1, 2], curves
+            assert task["comment"] == "pruned: stopped by the successive_halving pruner after " \
+                "epoch 2"
+        else:
+            assert epochs == [1, 2, 3], curves
+        states.add((lr, state))
         assert not any(e["variant"] == "train_loss" for e in scalars)
+    assert {(0.1, "pruned"), (1.0e-3, "complete")} <= states, "the seed draws both rates"
 
     plots = {e["metric"]: json.loads(e["plot_str"]) for e in opt_events if e["type"] == "plot"}
     table = plots["top 10 trials"]["data"][0]

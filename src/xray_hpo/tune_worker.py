@@ -50,6 +50,7 @@ class WorkerContext:
     # this many epochs; 0 = never.
     chance_after: int = 0
     chance_acc: float = 0.0
+    pruner_name: str = "none"
     surplus: bool = False  # set by the objective when its trial lost the race for a place
 
 
@@ -87,22 +88,23 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
                 raise optuna.TrialPruned(f"no better than chance ({ctx.chance_acc:.3f}) "
                                          f"after epoch {stats.epoch}")
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {stats.epoch}")
+                raise optuna.TrialPruned(f"stopped by the {ctx.pruner_name} pruner after "
+                                         f"epoch {stats.epoch}")
         finally:
             reporting_s[0] += time.perf_counter() - started
 
-    def close_tracker(state: str) -> None:
+    def close_tracker(state: str, reason: str | None = None) -> None:
         if tracker is not None:
-            tracker.close(state)
+            tracker.close(state, reason)
 
-    def record(state: str) -> None:
+    def record(state: str, reason: str | None = None) -> None:
         if history:
             best = max(history, key=lambda s: (s.val_acc, -s.val_loss, -s.epoch))
             trial.set_user_attr("val_loss", best.val_loss)
             trial.set_user_attr("best_epoch", best.epoch)
             trial.set_user_attr("best_val_acc", best.val_acc)
         trial.set_user_attr("epochs_run", len(history))
-        close_tracker(state)
+        close_tracker(state, reason)
 
     try:
         hparams = suggest_hparams(trial, ctx.space)
@@ -114,7 +116,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
                             round(time.perf_counter() - started - reporting_s[0], 4))
     except optuna.TrialPruned as exc:
         trial.set_user_attr("prune_reason", str(exc))
-        record("pruned")
+        record("pruned", str(exc))
         raise
     except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
         # The storage failed, or another process failed this trial (its heartbeat looked
@@ -122,8 +124,9 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         close_tracker("interrupted")
         raise
     except Exception as exc:  # any failure of this configuration is a result, not a crash
-        trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
-        record("failed")
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        trial.set_user_attr("fail_reason", reason)
+        record("failed", reason)
         raise
     except BaseException:  # interrupted: no fail_reason, so the trial is replaced next run
         trial.set_user_attr("interrupted", True)
@@ -163,7 +166,7 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
     return WorkerContext(study, train_config, studies.space_from_spec(spec),
                          data["train"], data["val"], device,
                          chance_after=0 if pruner.name == "none" else pruner.stop_at_chance_after,
-                         chance_acc=chance_acc)
+                         chance_acc=chance_acc, pruner_name=pruner.name)
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
