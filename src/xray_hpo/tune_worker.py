@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ ATTR_TARGET = "n_trials_target"
 ATTR_TRAIN_S = "train_s"
 ATTR_SURPLUS = "surplus"  # a trial created past the budget by a race; failed, not counted
 _PR_SET_PDEATHSIG = 1
+LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
 
 
 class SurplusTrial(Exception):
@@ -87,7 +89,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
             if stuck_at_chance(history, ctx.chance_after, ctx.chance_acc):
                 raise optuna.TrialPruned(f"no better than chance ({ctx.chance_acc:.3f}) "
                                          f"after epoch {stats.epoch}")
-            if trial.should_prune():
+            if ctx.pruner_name != "none" and trial.should_prune():  # a round trip on RDB
                 raise optuna.TrialPruned(f"stopped by the {ctx.pruner_name} pruner after "
                                          f"epoch {stats.epoch}")
         finally:
@@ -189,16 +191,23 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     )
     ctx = load_context(study, prepared_dir, threads)
     ran = 0
+    last_lost_check = -math.inf
     while True:
         if parent_pid is not None and os.getppid() != parent_pid:
             break  # the tune stage that spawned us is gone
-        studies.fail_lost_trials(study)
+        # Several full reads of the study on PostgreSQL: at most every LOST_CHECK_S while
+        # trials run (Optuna checks heartbeats before each trial anyway), every poll while
+        # waiting, when a dead worker's trial may be all that keeps the budget from filling.
+        if time.monotonic() - last_lost_check >= LOST_CHECK_S:
+            studies.fail_lost_trials(study)
+            last_lost_check = time.monotonic()
         target = int(study.user_attrs.get(ATTR_TARGET, 0))
         trials = study.get_trials(deepcopy=False)
         if sum(studies.is_counted(t) for t in trials) >= target:
             break
         if sum(studies.holds_slot(t) for t in trials) >= target:
             time.sleep(poll_s)  # the budget is in flight elsewhere; wait in case a worker dies
+            last_lost_check = -math.inf
             continue
         ctx.surplus = False
         try:
@@ -211,6 +220,7 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
             continue
         if ctx.surplus:
             time.sleep(poll_s)  # lost a race for the last place: wait like the others
+            last_lost_check = -math.inf
             continue
         ran += 1
     return ran
