@@ -123,11 +123,14 @@ def running_mid_epoch(storage: Storage, root: Path) -> Callable[[], Any]:
 
 
 def start_stage(project: Any, storage: Storage, log: Path) -> subprocess.Popen[str]:
-    """The tune stage in its own session (process group), as a terminal would run it."""
+    """The tune stage in its own session (process group), as a terminal would run it: with
+    SIGINT's default action, even when pytest itself runs in the background (where a shell
+    hands it SIGINT ignored, and the stage and its workers then rightly ignore Ctrl-C)."""
     handle = log.open("w")
     return subprocess.Popen([sys.executable, "stages/tune.py"], cwd=project.root,
                             env=project.env(storage.env()), stdout=handle, stderr=handle,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def start_remote_worker(project: Any, storage: Storage, log: Path) -> subprocess.Popen[str]:

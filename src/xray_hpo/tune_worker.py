@@ -276,7 +276,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _cli_main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    signal.signal(signal.SIGINT, _raise_interrupt)
+    # Under nohup or `cmd &` in a script SIGINT arrives ignored, and the tune stage keeps
+    # ignoring it; its workers must too, or a stray Ctrl-C would stop them and not the stage.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     storage_spec = studies.resolve_storage(args.storage)
