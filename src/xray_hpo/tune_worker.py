@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,8 @@ class WorkerContext:
     train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
     val_data: Any
     device: Any
-    # Stop a trial still no better than chance (the most common val class's share) after
-    # this many epochs; 0 = never.
-    chance_after: int = 0
-    chance_acc: float = 0.0
-    pruner_name: str = "none"
+    pruner: PrunerConfig = field(default_factory=lambda: PrunerConfig(name="none"))
+    chance_acc: float = 0.0  # always guessing the most common val class
     surplus: bool = False  # set by the objective when its trial lost the race for a place
 
 
@@ -84,13 +81,15 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
             if tracker is not None:
                 tracker.log_epoch(stats)
             trial.report(stats.val_acc, stats.epoch)
-            if stats.epoch == ctx.train_config.epochs:
-                return  # stopping now saves nothing and would throw a finished run away
-            if stuck_at_chance(history, ctx.chance_after, ctx.chance_acc):
+            # No pruner: no should_prune round trip. Last epoch: stopping saves nothing and
+            # would throw a finished run away.
+            if ctx.pruner.name == "none" or stats.epoch == ctx.train_config.epochs:
+                return
+            if stuck_at_chance(history, ctx.pruner.stop_at_chance_after, ctx.chance_acc):
                 raise optuna.TrialPruned(f"no better than chance ({ctx.chance_acc:.3f}) "
                                          f"after epoch {stats.epoch}")
-            if ctx.pruner_name != "none" and trial.should_prune():  # a round trip on RDB
-                raise optuna.TrialPruned(f"stopped by the {ctx.pruner_name} pruner after "
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"stopped by the {ctx.pruner.name} pruner after "
                                          f"epoch {stats.epoch}")
         finally:
             reporting_s[0] += time.perf_counter() - started
@@ -162,13 +161,11 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
     train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
     device = configure_torch(train_config)
     data = load_splits(prepared_dir, "train", "val")
-    pruner = PrunerConfig(**spec["pruner"])
     labels = data["val"].labels
     chance_acc = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
     return WorkerContext(study, train_config, studies.space_from_spec(spec),
                          data["train"], data["val"], device,
-                         chance_after=0 if pruner.name == "none" else pruner.stop_at_chance_after,
-                         chance_acc=chance_acc, pruner_name=pruner.name)
+                         pruner=PrunerConfig(**spec["pruner"]), chance_acc=chance_acc)
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
