@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Stages run `python` and `dvc` from the venv, whichever shell started make.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup data repro test lint bench clean-venv
+.PHONY: setup data repro test test-fast lint bench clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ repro: data
 test: data
 	$(VENV)/bin/ruff check src stages tests bench
 	$(PYTHON) -m pytest
+
+# The everyday loop: unit tests only (no pipeline stages, no PostgreSQL, no ClearML sessions).
+test-fast: setup
+	$(VENV)/bin/ruff check src stages tests bench
+	$(PYTHON) -m pytest tests/unit -m "not slow" -q
 
 bench: data
 	$(PYTHON) bench/run_all.py

@@ -3,7 +3,7 @@ worker process, offline (the SDK's real offline mode, no server).
 
     .venv/bin/python bench/bench_clearml.py [--trials 20] [--default-trials 3]
 
-"tuned" is xray_hpo.tracking.TrialTracker (generated config: no reporting subprocess,
+"tuned" is xray_hpo.tracking.trackers.TrialTracker (generated config: no reporting subprocess,
 synchronous repo detection; no repository/package detection or framework hooks on trial
 tasks). "default" is a plain ``Task.init`` with ClearML's default configuration and
 arguments, for comparison; each of its runs is capped by a timeout because it can stall.
@@ -42,7 +42,7 @@ def child(variant: str, trials: int) -> None:
     for number in range(trials):
         t0 = time.perf_counter()
         if variant == "tuned":
-            from xray_hpo.tracking import TrialTracker
+            from xray_hpo.tracking.trackers import TrialTracker
 
             tracker = TrialTracker("bench", number, HPARAMS)
             log = tracker.log_epoch
@@ -205,7 +205,7 @@ def main() -> None:
         "paid once per worker before any trial.\n\n"
         f"{table}\n\n"
         f"Result: tuned per-trial max {tuned['max']} s, {verdict} the {GOAL_S} s goal.\n\n"
-        "tuned = `xray_hpo.tracking.TrialTracker`: generated config "
+        "tuned = `xray_hpo.tracking.trackers.TrialTracker`: generated config "
         "(`report_use_subprocess: false`, `vcs_repo_detect_async: false`, no uncommitted "
         "diff), `Task.init` without repository detection, framework hooks, argparse, "
         "stream capture or resource monitor. default = plain `Task.init` with ClearML's "

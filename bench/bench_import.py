@@ -57,7 +57,7 @@ def _tree_pids(pid: int) -> list[int]:
 
 def run_once(source: Path, out: Path, use_all: bool, jobs: int) -> dict[str, float]:
     """One import in this process; returns seconds and memory peaks (bytes)."""
-    from xray_hpo.kermany import ImportOptions, import_kermany
+    from xray_hpo.data.kermany.importer import ImportOptions, import_kermany
 
     peak = child_peak = 0
     done = threading.Event()

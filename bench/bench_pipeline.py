@@ -36,7 +36,7 @@ def run(cwd: Path, *cmd: str) -> None:
 
 
 def main() -> None:
-    from xray_hpo.phantoms import PhantomSpec, generate_dataset
+    from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

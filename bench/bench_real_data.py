@@ -140,8 +140,8 @@ def run_case(name: str, extra: dict[str, Any]) -> dict[str, Any]:
                     ("dvc", "config", "core.analytics", "false")):
             sh(root, *cmd)
         started = time.perf_counter()
-        sh(root, sys.executable, "-m", "xray_hpo.kermany", "import-kermany", str(SHARED),
-           "--out", "data", "--seed", "42", *case["import"])
+        sh(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
+           str(SHARED), "--out", "data", "--seed", "42", *case["import"])
         import_s = time.perf_counter() - started
         sh(root, "dvc", "add", "-q", "data")
         started = time.perf_counter()

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_tune.py            # prints the table, writes bench/RESULTS.md
 
 On the built-in phantom dataset (206 train / 45 val images, 64 px), with the project's real
-worker loop (``xray_hpo.tune_worker.run_worker``) and coordinator (``run_study``):
+worker loop (``xray_hpo.tuning.worker.run_worker``) and coordinator (``run_study``):
 
 1. trial throughput / a bare PyTorch loop (same tensors, model, batch size, epochs, threads;
    the bare loop trains and evaluates val once per epoch, nothing else); goal >= 0.90;
@@ -72,9 +72,9 @@ def fixed_space() -> dict[str, Any]:
 
 
 def prepare_data(root: Path) -> Path:
-    from xray_hpo.dataset import prepare_split, save_prepared, scan_raw_tree
-    from xray_hpo.manifest import SPLITS
-    from xray_hpo.phantoms import PhantomSpec, generate_dataset
+    from xray_hpo.data.dataset import prepare_split, save_prepared, scan_raw_tree
+    from xray_hpo.data.manifest import SPLITS
+    from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
     raw, prepared = root / "data", root / "prepared"
     generate_dataset(raw, PhantomSpec())
@@ -137,8 +137,8 @@ def machine() -> str:
 
 def run_trials(config: Any, storage: str, prepared: Path, threads: int) -> tuple[float, Any]:
     """Run the study up to ``config.tune.n_trials`` in this process; (wall s, study)."""
-    from xray_hpo.tune_worker import run_worker
-    from xray_hpo.tuning import prepare_study
+    from xray_hpo.tuning.coordinator import prepare_study
+    from xray_hpo.tuning.worker import run_worker
 
     study = prepare_study(config, storage, prepared)
     started = time.perf_counter()
@@ -155,7 +155,7 @@ def bare_loop(epochs: int, prepared: Path, threads: int) -> float:
     import torch
     from torch import nn
 
-    from xray_hpo.dataset import load_prepared
+    from xray_hpo.data.dataset import load_prepared
     from xray_hpo.model import ModelArgs, XrayCNN
     from xray_hpo.training import SplitData
 
@@ -300,8 +300,8 @@ def workers_row(spec: str, work: Path, prepared: Path) -> dict[str, Any]:
     """One row of part 4, run by ``--workers-row`` in its own process: the tune stage's
     coordinator (``run_study``) with its worker processes; wall time from the call to the
     summary, steady state from the first trial's start to the last one's end."""
-    from xray_hpo.study import open_storage
-    from xray_hpo.tuning import run_study
+    from xray_hpo.tuning.coordinator import run_study
+    from xray_hpo.tuning.study import open_storage
 
     count, threads, n, epochs, round_ = (int(part) for part in spec.split(","))
     config = make_config(**{"train.epochs": epochs, "tune.n_trials": n,

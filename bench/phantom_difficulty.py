@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from xray_hpo.config import HParams, TrainConfig
-from xray_hpo.manifest import CLASSES, SPLITS, ManifestRow
-from xray_hpo.phantoms import PhantomSpec, generate_dataset
+from xray_hpo.data.manifest import CLASSES, SPLITS, ManifestRow
+from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 from xray_hpo.training import SplitData, configure_torch, evaluate_split, train
 
 CONFIGS: dict[str, HParams] = {

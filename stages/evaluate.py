@@ -12,9 +12,9 @@ import yaml
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text
 from xray_hpo.config import load_config
-from xray_hpo.dataset import load_prepared
+from xray_hpo.data.dataset import load_prepared
+from xray_hpo.data.manifest import CLASSES
 from xray_hpo.evaluation import classification_metrics, confusion
-from xray_hpo.manifest import CLASSES
 from xray_hpo.model import load_model
 from xray_hpo.stage_util import run_stage
 from xray_hpo.training import SplitData, configure_torch, evaluate_split
@@ -52,7 +52,7 @@ def predictions_csv(paths: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray) -
 
 
 def main() -> None:
-    from xray_hpo.tracking import RunTracker
+    from xray_hpo.tracking.trackers import RunTracker
 
     config = load_config()
     device = configure_torch(config.train)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from xray_hpo.atomic import atomic_write_json
 from xray_hpo.config import load_config
-from xray_hpo.dataset import prepare_split, save_prepared, scan_raw_tree
-from xray_hpo.manifest import CLASSES, SPLITS
+from xray_hpo.data.dataset import prepare_split, save_prepared, scan_raw_tree
+from xray_hpo.data.manifest import CLASSES, SPLITS
 from xray_hpo.stage_util import run_stage
 
 SUMMARY = Path("metrics/data.json")

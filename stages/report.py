@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from xray_hpo.config import load_config
-from xray_hpo.report import ReportError, build_report
+from xray_hpo.reporting.page import ReportError, build_report
 from xray_hpo.stage_util import run_stage
 
 

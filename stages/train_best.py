@@ -29,7 +29,7 @@ def history_csv(history: list[EpochStats]) -> str:
 
 
 def main() -> None:
-    from xray_hpo.tracking import RunTracker
+    from xray_hpo.tracking.trackers import RunTracker
 
     config = load_config()
     hparams = load_hparams()

@@ -13,10 +13,10 @@ from optuna.trial import FrozenTrial
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
 from xray_hpo.config import Config, HParams, load_config
-from xray_hpo.selection import Candidate, Selection
 from xray_hpo.stage_util import run_stage
-from xray_hpo.study import resolve_storage
-from xray_hpo.tuning import run_study
+from xray_hpo.tuning.coordinator import run_study
+from xray_hpo.tuning.selection import Candidate, Selection
+from xray_hpo.tuning.study import resolve_storage
 
 BEST_PARAMS = Path("best_params.yaml")
 METRICS = Path("metrics/tune.json")
@@ -31,9 +31,9 @@ def analyse(config: Config, storage_spec: str, study_name: str
     """The counted trials, and the re-seeded top-k selection among them."""
     import optuna
 
-    from xray_hpo.selection import robust_select, top_candidates
-    from xray_hpo.study import budget_trials, open_storage
     from xray_hpo.training import configure_torch, load_splits, train
+    from xray_hpo.tuning.selection import robust_select, top_candidates
+    from xray_hpo.tuning.study import budget_trials, open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
     trials = budget_trials(study, config.tune.n_trials)
@@ -55,8 +55,8 @@ def analyse(config: Config, storage_spec: str, study_name: str
 
 
 def main() -> None:
-    from xray_hpo.importance import importance_csv, importance_metrics
-    from xray_hpo.report_figures import trials_csv
+    from xray_hpo.tuning.importance import importance_csv, importance_metrics
+    from xray_hpo.tuning.trials import trials_csv
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--storage", help="Optuna storage URL or journal:PATH "

@@ -63,7 +63,7 @@ class Project:
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in dataset, generated once per test session."""
-    from xray_hpo.phantoms import PhantomSpec, generate_dataset
+    from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
     root = tmp_path_factory.mktemp("phantoms") / "data"
     generate_dataset(root, PhantomSpec())
@@ -131,3 +131,14 @@ def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
     run_command(root, "git", "init", "-q")
     run_command(root, "dvc", "init", "-q")
     run_command(root, "dvc", "config", "core.analytics", "false")
+
+
+GROUPS = ("unit", "pipeline", "scale", "tracking")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works."""
+    for item in items:
+        group = Path(str(item.path)).parent.name
+        if group in GROUPS:
+            item.add_marker(getattr(pytest.mark, group))

@@ -12,12 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xray_hpo.errors import UserError
+
 # Modules that contribute subcommands; a missing optional one must not break the others.
 SUBCOMMAND_MODULES = (
-    "xray_hpo.data_setup",
-    "xray_hpo.tune_worker",
-    "xray_hpo.kermany",
-    "xray_hpo.tracking_upload",
+    "xray_hpo.data.ensure",
+    "xray_hpo.tuning.worker",
+    "xray_hpo.data.kermany.importer",
+    "xray_hpo.tracking.upload",
     "xray_hpo.predict",
 )
 
@@ -32,7 +34,7 @@ def _add_make_data(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from xray_hpo.phantoms import PhantomSpec, generate_dataset
+    from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
     rows = generate_dataset(args.out, PhantomSpec())
     print(f"wrote {len(rows)} synthetic images to {args.out}/")
@@ -66,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # the library's user errors are one line: show just that
+    except UserError as exc:  # the library's user errors are one line: show just that
         print(f"xray-hpo {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -15,10 +15,12 @@ from typing import Any, Literal
 
 import yaml
 
+from xray_hpo.errors import UserError
+
 HYPERPARAMETERS: tuple[str, ...] = ("lin1_size", "lin2_size", "p_dropout", "lr", "batch_size")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad ``params.yaml``: the message is one line naming the key and what is expected."""
 
 

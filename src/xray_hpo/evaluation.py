@@ -13,7 +13,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from xray_hpo.manifest import CLASSES
+from xray_hpo.data.manifest import CLASSES
 
 
 @dataclass(frozen=True)

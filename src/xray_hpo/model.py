@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from xray_hpo.atomic import atomic_write_bytes
-from xray_hpo.manifest import CLASSES
+from xray_hpo.data.manifest import CLASSES
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xray_hpo.manifest import CLASSES, IMAGE_SUFFIXES
+from xray_hpo.data.manifest import CLASSES, IMAGE_SUFFIXES
+from xray_hpo.errors import UserError
 
 COLUMNS = ("path", "prediction", *(f"p_{c}" for c in CLASSES), "error")
 BATCH = 64
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """Nothing to predict with or on: a one-line message (the CLI shows just that)."""
 
 
@@ -58,7 +59,7 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[P
     import numpy as np
     import torch
 
-    from xray_hpo.dataset import decode_image
+    from xray_hpo.data.dataset import decode_image
     from xray_hpo.model import load_model
 
     model_path = Path(model_path)

@@ -8,16 +8,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from xray_hpo.config import ConfigError
+from xray_hpo.errors import UserError
 
 TIMINGS = Path("runs/timings.jsonl")  # git-ignored: wall-clock never goes into metrics/
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    from xray_hpo.dataset import DatasetError
-    from xray_hpo.tuning import TuneError
-
-    return (ConfigError, DatasetError, TuneError)
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
@@ -25,7 +18,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     started = time.perf_counter()
     try:
         main()
-    except user_errors() as exc:
+    except UserError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ class SplitData:
 
 def load_splits(prepared_dir: Path, *names: str) -> dict[str, SplitData]:
     """Prepared arrays of the named splits, as tensors: what every training consumer needs."""
-    from xray_hpo.dataset import load_prepared
+    from xray_hpo.data.dataset import load_prepared
 
     return {name: SplitData.from_arrays(split.images, split.labels)
             for name, split in ((n, load_prepared(prepared_dir, n)) for n in names)}

@@ -1,0 +1,280 @@
+"""Import the Kermany et al. (2018) chest X-ray dataset into the canonical raw tree.
+
+``xray-hpo import-kermany SOURCE`` reads ``train|val|test/NORMAL|PNEUMONIA`` at any depth of a
+folder or a .zip, labels files by folder and name, decodes them to small grayscale PNGs,
+re-splits them grouped by patient and by duplicate, and swaps ``<out>/`` in whole.
+The dataset's own split is pooled: its val/ folder (16 images) is too small to select a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from xray_hpo.atomic import atomic_directory, atomic_write_json
+from xray_hpo.config import ConfigError, load_kermany_config
+from xray_hpo.data.kermany.decode import DEFAULT_MAX_SIZE, decode_all
+from xray_hpo.data.kermany.source import (
+    KermanyImportError,
+    SourceFile,
+    Unlabeled,
+    discover,
+    label_file,
+)
+from xray_hpo.data.kermany.split import SplitError, SplitItem, plan_all, plan_balanced
+from xray_hpo.data.manifest import CLASSES, SPLITS, ManifestRow, write_manifest
+
+__all__ = ["KermanyImportError", "add_cli", "import_kermany"]
+
+DEFAULT_SIZES: tuple[int, int, int | None] = (206, 45, None)  # the original study's; test: max
+DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
+REPORT_NAME = "import_report.json"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    source: Path
+    out: Path = Path("data")
+    seed: int = 42
+    sizes: tuple[int, int, int | None] = DEFAULT_SIZES
+    use_all: bool = False
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    max_size: int = DEFAULT_MAX_SIZE
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    counts: dict[str, dict[str, int]]
+    skipped: list[dict[str, str]]
+    report_path: Path
+
+
+# --- the import -----------------------------------------------------------------------------
+
+def _check_paths(source: Path, out: Path) -> None:
+    if not source.exists():
+        raise KermanyImportError(f"{source}: not found; expected the Kermany folder or .zip")
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or dst in src.parents:
+        # The swap replaces <out> whole, so it would delete the very files being imported.
+        raise KermanyImportError(f"{source}: lies inside --out {out}; move it out of {out} first")
+    if out.exists() and not out.is_dir():
+        raise KermanyImportError(f"{out}: exists and is not a folder; expected a folder for --out")
+
+
+def import_kermany(options: ImportOptions) -> ImportResult:
+    """Build the canonical tree, manifest and report in a temporary folder; swap in on success."""
+    _check_paths(options.source, options.out)
+    files = discover(options.source)
+    skipped: list[dict[str, str]] = []
+    labelled: list[tuple[SourceFile, str, str]] = []
+    for file in files:
+        try:
+            labelled.append((file, *label_file(file.folder_class, PurePosixPath(file.name).name)))
+        except Unlabeled as exc:
+            skipped.append({"source": file.name, "reason": f"unlabeled: {exc}"})
+
+    with atomic_directory(options.out) as staging:
+        incoming = staging / ".incoming"
+        incoming.mkdir()
+        names = [file.name for file, _, _ in labelled]
+        results = decode_all(options.source, names, incoming, options.max_size, options.jobs)
+        items: dict[str, SplitItem] = {}
+        seen_copies: dict[tuple[str, str], str] = {}
+        for index, source_sha, pixel_sha, reason in results:
+            file, cls, patient = labelled[index]
+            base_name = PurePosixPath(file.name).name
+            if reason:
+                skipped.append({"source": file.name, "reason": reason})
+            elif (base_name, source_sha) in seen_copies:
+                # Same name and bytes: a second copy of the tree (nested folder in some zips).
+                first = seen_copies[(base_name, source_sha)]
+                skipped.append({"source": file.name, "reason": f"copy of {first}"})
+            else:
+                seen_copies[(base_name, source_sha)] = file.name
+                items[file.name] = SplitItem(file.name, cls, patient, source_sha, pixel_sha)
+        skipped.extend(_drop_label_conflicts(items))
+
+        plan = (plan_all(list(items.values()), options.fractions, options.seed) if options.use_all
+                else plan_balanced(list(items.values()), options.sizes, options.seed))
+        index_of = {name: index for index, name in enumerate(names)}
+        output_names = _output_names(list(items.values()))
+        rows = []
+        for key, split in plan.assignment.items():
+            item = items[key]
+            relative = f"{split}/{item.cls}/{output_names[key]}"
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(incoming / f"{index_of[key]:06d}.png", staging / relative)
+            rows.append(ManifestRow(split, item.cls, relative, item.patient_id, item.pixel_sha256,
+                                    key))
+        shutil.rmtree(incoming)
+        write_manifest(staging, rows)
+        counts = {split: dict.fromkeys(CLASSES, 0) for split in SPLITS}
+        for row in rows:
+            counts[row.split][row.cls] += 1
+        skipped.sort(key=lambda entry: entry["source"])
+        atomic_write_json(staging / REPORT_NAME, {
+            "source": options.source.name,
+            "mode": "all" if options.use_all else "balanced",
+            "seed": options.seed,
+            "sizes": None if options.use_all else list(options.sizes),
+            "fractions": list(options.fractions) if options.use_all else None,
+            "max_size": options.max_size,
+            "files_found": len(files),
+            "imported": len(rows),
+            "not_selected": len(items) - len(rows),
+            "counts": counts,
+            "notes": plan.shortfalls,
+            "skipped": skipped,
+        })
+    return ImportResult(counts, skipped, options.out / REPORT_NAME)
+
+
+def _drop_label_conflicts(items: dict[str, SplitItem]) -> list[dict[str, str]]:
+    """Remove images whose bytes or pixels also appear under another class: never guess."""
+    classes_of: dict[str, set[str]] = defaultdict(set)
+    for item in items.values():
+        classes_of[item.source_sha256].add(item.cls)
+        classes_of[item.pixel_sha256].add(item.cls)
+    dropped = []
+    for key in sorted(items):
+        item = items[key]
+        labels = classes_of[item.source_sha256] | classes_of[item.pixel_sha256]
+        if len(labels) > 1:
+            del items[key]
+            dropped.append({"source": key,
+                            "reason": f"same image labelled {' and '.join(sorted(labels))}"})
+    return dropped
+
+
+def _output_names(items: list[SplitItem]) -> dict[str, str]:
+    """<stem>.png, plus a hash suffix where two different sources share a stem."""
+    stems = {item.key: PurePosixPath(item.key).stem for item in items}
+    repeated = Counter(stems.values())
+    return {
+        item.key: f"{stems[item.key]}.png" if repeated[stems[item.key]] == 1
+        else f"{stems[item.key]}-{item.source_sha256[:12]}.png"
+        for item in items
+    }
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _size(text: str) -> int | None:
+    if text == "max":
+        return None
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'max', got {text!r}")
+    return int(text)
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``import-kermany``; the handler is ``args.func(args) -> exit code``."""
+    parser = subparsers.add_parser(
+        "import-kermany", help="import the Kermany chest X-ray dataset (folder or .zip)",
+        description=__doc__.splitlines()[0],
+    )
+    parser.add_argument("source", type=Path, metavar="SOURCE",
+                        help="dataset folder (with train|val|test/NORMAL|PNEUMONIA) or its .zip")
+    parser.add_argument("--out", type=Path, default=Path("data"), help="raw tree (default: data)")
+    parser.add_argument("--dvc-add", action="store_true", help="run `dvc add OUT` afterwards")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="split seed (default: params.yaml kermany.seed, else 42)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--sizes", nargs=3, type=_size, metavar=("TRAIN", "VAL", "TEST"),
+                       help="balanced split sizes; only TEST may be max (default: params.yaml "
+                            "kermany.train/val/test, else 206 45 max)")
+    group.add_argument("--all", dest="use_all", action="store_true", default=None,
+                       help="use every image, split by --fractions (imbalanced: set "
+                            "train.class_weighting: balanced; default: params.yaml kermany.all)")
+    parser.add_argument("--fractions", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
+                        default=None, help="with --all (default: params.yaml kermany.fractions, "
+                                           "else 0.7 0.15 0.15)")
+    parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                        help=f"longer side of stored images, px (default: {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="decoding processes (default: up to 2)")
+    parser.set_defaults(func=run_cli)
+
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def resolve_defaults(args: argparse.Namespace, params: Path = PARAMS_FILE) -> argparse.Namespace:
+    """Fill the options not given on the command line from ``params.yaml``'s ``kermany``
+    section (read from the current directory when present; built-in defaults otherwise).
+
+    ``--sizes`` selects the balanced mode and ``--all`` the every-image mode, whatever
+    ``kermany.all`` says; without either, ``kermany.all`` decides.
+    """
+    defaults = load_kermany_config(params)
+    use_all = args.use_all if args.use_all else (args.sizes is None and defaults.all)
+    return argparse.Namespace(**{
+        **vars(args),
+        "seed": defaults.seed if args.seed is None else args.seed,
+        "sizes": tuple(args.sizes) if args.sizes else defaults.sizes,
+        "use_all": bool(use_all),
+        "fractions": tuple(float(f) for f in (args.fractions or defaults.fractions)),
+        "defaults_from": f"{params} (kermany)" if params.is_file() else "built-in defaults",
+    })
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        args = resolve_defaults(args)
+        sizes = args.sizes
+        if None in sizes[:2]:
+            raise KermanyImportError("--sizes: only TEST may be 'max'; TRAIN and VAL need counts")
+        if args.max_size < 8 or args.jobs < 1:
+            raise KermanyImportError("--max-size: expected >= 8 px; --jobs: expected >= 1")
+        if min(args.fractions) < 0 or sum(args.fractions) <= 0:
+            raise KermanyImportError("--fractions: expected three numbers >= 0, not all zero")
+        options = ImportOptions(args.source, args.out, args.seed, sizes, args.use_all,
+                                tuple(args.fractions), args.max_size, args.jobs)
+        result = import_kermany(options)
+        if args.dvc_add:
+            _dvc_add(args.out)
+    except (KermanyImportError, SplitError, ConfigError) as exc:
+        print(f"xray-hpo import-kermany: error: {exc}", file=sys.stderr)
+        return 2
+    split_text = ", ".join(
+        f"{split} {sum(result.counts[split].values())} "
+        f"({'/'.join(str(result.counts[split][cls]) for cls in CLASSES)})" for split in SPLITS)
+    mode = (f"--all, fractions {' '.join(f'{f:g}' for f in args.fractions)}" if args.use_all
+            else "balanced, sizes " + " ".join("max" if n is None else str(n) for n in args.sizes))
+    print(f"imported into {args.out}: {split_text} [normal/bacterial/viral]")
+    print(f"settings: {mode}, seed {args.seed} (unset options from {args.defaults_from})")
+    print(f"skipped {len(result.skipped)} file(s); reasons in {result.report_path}")
+    print(next_steps(args.out, dvc_added=args.dvc_add))
+    return 0
+
+
+def _dvc_add(out: Path) -> None:
+    # The venv's dvc when the venv is not activated (its bin/ is then not on PATH).
+    dvc = shutil.which("dvc") or shutil.which("dvc", path=str(Path(sys.executable).parent))
+    if dvc is None:
+        raise KermanyImportError(f"dvc: not found on PATH; the import in {out} is done, "
+                                 f"run `dvc add {out}` yourself")
+    completed = subprocess.run([dvc, "add", str(out)], check=False)
+    if completed.returncode != 0:
+        raise KermanyImportError(f"`dvc add {out}` failed (exit {completed.returncode}); "
+                                 f"the import in {out} is done, fix DVC and run it again")
+
+
+def next_steps(out: Path, dvc_added: bool) -> str:
+    steps = [] if dvc_added else [f"dvc add {out}"]
+    steps += [
+        f"git add {out}.dvc .gitignore",
+        "dvc remote add -d storage <URL>   # once: e.g. s3://bucket/xray-hpo or /mnt/dvc-store",
+        "dvc push",
+        'git commit -m "Import the Kermany chest X-ray dataset"',
+    ]
+    return "next steps:\n" + "\n".join(f"  {step}" for step in steps)
+

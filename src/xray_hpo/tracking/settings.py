@@ -1,0 +1,238 @@
+"""ClearML settings: the tracking mode, the user's configuration and credentials, the
+per-run folder and fast config, and the one server check per process.
+
+Process model (why trials live in worker processes): ClearML keeps ONE open task per
+process (``Task.init`` while another task is open raises). The tune coordinator holds the
+optimizer task for the whole study, so every trial task is opened in a worker process
+(spawned with :func:`worker_environment`), one after another: open, log epochs, close.
+
+Modes (``XRAY_HPO_CLEARML`` = off | offline | online | auto): ``auto`` logs online when
+ClearML credentials are configured and offline (the SDK's own offline mode, session
+files under ``runs/clearml/<run>/``) otherwise. ``off`` never imports clearml. Tracking
+never changes results and never stops a run: an unreachable server or rejected
+credentials degrade to offline with one warning.
+
+Nothing here runs at import time; clearml is imported lazily on the first tracker.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from xray_hpo.errors import SettingError
+
+if TYPE_CHECKING:
+
+    pass
+
+TrackingMode = Literal["off", "offline", "online"]
+ENV_MODE = "XRAY_HPO_CLEARML"  # off | offline | online | auto (default auto)
+ENV_PARENT = "XRAY_HPO_CLEARML_PARENT"  # optimizer task id, for trial tasks in workers
+ENV_RUN_DIR = "XRAY_HPO_CLEARML_RUN_DIR"  # per-run folder: generated config + offline sessions
+ENV_BASE_DIR = "XRAY_HPO_CLEARML_DIR"  # where run folders are created (default runs/clearml)
+ENV_GENERATED = "XRAY_HPO_CLEARML_CONFIG"  # our generated config: not a user credential
+ENV_USER_CONFIG = "XRAY_HPO_CLEARML_USER_CONFIG"  # the user's clearml.conf our config includes
+DEFAULT_BASE_DIR = Path("runs") / "clearml"
+PROJECT = "xray-hpo"
+SERVER_TIMEOUT_S = 3.0
+
+# Set by ClearML in the process that owns a task; a child that inherits them gets the
+# parent's task back instead of its own. CLEARML_TASK_ID would attach it to an agent's task.
+_INHERITED_TASK_VARS = (
+    "CLEARML_PROC_MASTER_ID",
+    "TRAINS_PROC_MASTER_ID",
+    "CLEARML_TASK_ID",
+    "TRAINS_TASK_ID",
+)
+# Every framework hook off: a trial needs none (no torch.save wrapping, no matplotlib capture).
+# fmt: off
+FRAMEWORKS = (
+    "hydra", "scikit", "joblib", "matplotlib", "tensorflow", "tensorboard", "tfdefines",
+    "pytorch", "megengine", "xgboost", "catboost", "fastai", "lightgbm", "gradio", "jsonargparse",
+)
+# fmt: on
+
+log = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def resolve_mode(environ: Mapping[str, str] = os.environ) -> TrackingMode:
+    """The tracking mode the environment asks for; ``auto`` picks online iff credentials exist."""
+    raw = (environ.get(ENV_MODE) or "auto").strip().lower()
+    if raw in ("off", "offline", "online"):
+        return raw  # type: ignore[return-value]
+    if raw != "auto":
+        raise SettingError(f"{ENV_MODE}={raw!r}: expected off, offline, online or auto")
+    if environ.get("CLEARML_OFFLINE_MODE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "offline"
+    return "online" if credentials_configured(environ) else "offline"
+
+
+def _env(environ: Mapping[str, str], *names: str) -> str | None:
+    return next((environ[n] for n in names if environ.get(n)), None)
+
+
+def user_config_file(environ: Mapping[str, str]) -> Path | None:
+    """The clearml.conf ClearML itself would read, never the one this module generated."""
+    if environ.get(ENV_USER_CONFIG):
+        return Path(environ[ENV_USER_CONFIG])
+    override = _env(environ, "CLEARML_CONFIG_FILE", "TRAINS_CONFIG_FILE")
+    if override and override != environ.get(ENV_GENERATED):
+        path = Path(os.path.expandvars(override)).expanduser()
+        return path if path.is_file() else None  # ClearML reads only the override when set
+    home = Path(environ.get("HOME") or Path.home())
+    return next((p for p in (home / "clearml.conf", home / "trains.conf") if p.is_file()), None)
+
+
+def credentials_configured(environ: Mapping[str, str]) -> bool:
+    keys = _env(environ, "CLEARML_API_ACCESS_KEY", "TRAINS_API_ACCESS_KEY") and _env(
+        environ, "CLEARML_API_SECRET_KEY", "TRAINS_API_SECRET_KEY"
+    )
+    host = _env(environ, "CLEARML_API_HOST", "TRAINS_API_HOST")
+    return bool(keys and host) or user_config_file(environ) is not None
+
+
+def worker_environment(
+    parent_task_id: str | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """Environment for a trial worker: its own tasks, the same mode, config and run folder."""
+    env = {k: v for k, v in environ.items() if k not in _INHERITED_TASK_VARS}
+    env.pop("CLEARML_LOG_ENVIRONMENT", None)  # would copy env vars (keys) into task params
+    env[ENV_MODE] = resolve_mode(environ)
+    if parent_task_id:
+        env[ENV_PARENT] = parent_task_id
+    else:
+        env.pop(ENV_PARENT, None)
+    return env
+
+
+def parent_task_id(environ: Mapping[str, str] = os.environ) -> str | None:
+    return environ.get(ENV_PARENT) or None
+
+
+
+
+def mask(text: str) -> str:
+    """Hide anything key-like (long opaque tokens, URL user-info) before printing it."""
+    text = re.sub(r"://[^/@\s]+@", "://***@", text)
+    return re.sub(r"\b[A-Za-z0-9_\-]{20,}\b", lambda m: m.group(0)[:4] + "***", text)
+
+
+# --- process set-up ---------------------------------------------------------------------
+
+_FAST_CONFIG = """\
+# Generated by xray_hpo.tracking.trackers for one run; holds no credentials (they stay in the
+# included user file or the environment).
+{include}
+sdk.development.report_use_subprocess: false  # a reporting subprocess made close() 6-12 s
+sdk.development.vcs_repo_detect_async: false  # async detection stalled close() up to 300 s
+sdk.development.store_uncommitted_code_diff: false
+sdk.development.detect_with_pip_freeze: false  # pip freeze is a slow subprocess
+sdk.development.log_os_environments: []  # never copy env vars (credentials) into params
+sdk.development.suppress_update_message: true
+"""
+
+
+PROCESS_VARS = (
+    ENV_RUN_DIR,
+    ENV_GENERATED,
+    ENV_MODE,
+    ENV_USER_CONFIG,
+    "CLEARML_CONFIG_FILE",
+    "CLEARML_LOG_ENVIRONMENT",
+    "CLEARML_CACHE_DIR",
+    "CLEARML_OFFLINE_MODE",
+)
+
+
+def prepare_process(mode: TrackingMode, label: str) -> Path:
+    """Point ClearML at this run's folder and fast config, through os.environ so that clearml
+    (imported after this) and worker processes (which inherit it) all see the same settings.
+    Callers that own a run save PROCESS_VARS first and restore them on close."""
+    run_dir_env = os.environ.get(ENV_RUN_DIR)
+    if run_dir_env:
+        run_dir = Path(run_dir_env)
+    else:
+        base = Path(os.environ.get(ENV_BASE_DIR) or DEFAULT_BASE_DIR).resolve()
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[:60] or "run"
+        run_dir = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    user_config = user_config_file(os.environ)
+    config = run_dir / "clearml.conf"
+    if not config.is_file():
+        include = f"include file({json.dumps(str(user_config))})" if user_config else ""
+        text = _FAST_CONFIG.format(include=include)
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(config)  # atomic: workers may read it concurrently
+    os.environ.update({ENV_RUN_DIR: str(run_dir), ENV_GENERATED: str(config), ENV_MODE: mode})
+    os.environ["CLEARML_CONFIG_FILE"] = str(config)
+    if user_config:
+        os.environ[ENV_USER_CONFIG] = str(user_config)
+    os.environ.pop("CLEARML_LOG_ENVIRONMENT", None)
+    if mode == "offline":
+        os.environ["CLEARML_CACHE_DIR"] = str(run_dir)  # sessions: <run_dir>/offline/<id>.zip
+        os.environ["CLEARML_OFFLINE_MODE"] = "1"
+    return run_dir
+
+
+_server_problem: dict[str, str | None] = {}  # one check per process, not per trial
+
+
+def server_problem_once() -> str | None:
+    """None if the configured server answers and accepts the credentials, else why not.
+    Bounded by SERVER_TIMEOUT_S: the SDK itself retries for minutes on a dead host."""
+    if "result" in _server_problem:
+        return _server_problem["result"]
+    from clearml.backend_api.session import Session
+    from clearml.config import config_obj
+
+    host = Session.get_api_server_host()
+    access = _env(os.environ, "CLEARML_API_ACCESS_KEY", "TRAINS_API_ACCESS_KEY") or config_obj.get(
+        "api.credentials.access_key", None
+    )
+    secret = _env(os.environ, "CLEARML_API_SECRET_KEY", "TRAINS_API_SECRET_KEY") or config_obj.get(
+        "api.credentials.secret_key", None
+    )
+    headers = {}
+    if access and secret:
+        headers["Authorization"] = (
+            "Basic " + base64.b64encode(f"{access}:{secret}".encode()).decode()
+        )
+    request = urllib.request.Request(f"{host}/auth.login", headers=headers, method="GET")
+    problem: str | None = None
+    try:
+        with urllib.request.urlopen(request, timeout=SERVER_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            problem = f"the ClearML server {mask(host)} rejected the credentials (HTTP {err.code})"
+    except (OSError, ValueError) as err:
+        problem = f"the ClearML server {mask(host)} is unreachable ({type(err).__name__})"
+    _server_problem["result"] = problem
+    return problem
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool) -> Iterator[None]:
+    """Swallow ClearML's own per-task console lines (3 per task offline); we print one."""
+    if not enabled:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+

@@ -1,0 +1,220 @@
+"""The tune stage's coordinator: create or resume the study, run workers, watch, summarise.
+
+The coordinator never trains. It holds the ClearML optimizer task, spawns
+``tune.n_workers`` worker processes (see ``tune_worker``), reports trials as they
+finish and returns once the study holds ``tune.n_trials`` counted trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from xray_hpo.config import Config, HParams
+from xray_hpo.errors import UserError
+from xray_hpo.tuning import study as studies
+from xray_hpo.tuning.importance import study_importances
+from xray_hpo.tuning.search_space import hparams_from_values
+
+
+class TuneError(UserError):
+    """The study could not produce a result (every trial failed, or every worker died)."""
+
+
+@dataclass(frozen=True)
+class TuneSummary:
+    study_name: str
+    best_trial: int
+    best_value: float
+    best_hparams: HParams
+    complete: int
+    pruned: int
+    failed: int
+    worst_complete_value: float
+    # fANOVA importance of each hyperparameter over the counted trials (seeded).
+    importances: dict[str, float] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "best_val_accuracy": round(self.best_value, 6),
+            "best_trial": self.best_trial,
+            "worst_complete_val_accuracy": round(self.worst_complete_value, 6),
+            "trials": {"complete": self.complete, "pruned": self.pruned, "failed": self.failed},
+        }
+
+
+def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optuna.Study:
+    """Create the study (or load the one these settings already have) before any worker."""
+    hashes = {split: studies.file_sha256(prepared_dir / f"{split}.npz")
+              for split in ("train", "val")}
+    spec = studies.study_spec(config, hashes)
+    name = studies.study_name(config.tune.study_prefix, spec)
+    study = optuna.create_study(study_name=name, storage=studies.open_storage(storage_spec),
+                                direction="maximize", load_if_exists=True)
+    if studies.ATTR_SPEC not in study.user_attrs:
+        study.set_user_attr(studies.ATTR_SPEC, spec)
+    study.set_user_attr(studies.ATTR_TARGET, config.tune.n_trials)
+    lost = studies.fail_lost_trials(study)  # a previous run killed with -9
+    if lost:
+        print(f"study {name}: trial(s) {lost} lost their worker; failed, to be replaced",
+              file=sys.stderr)
+    return study
+
+
+def worker_threads(config: Config) -> int:
+    if config.train.num_threads > 0:
+        return config.train.num_threads
+    return max(1, len(os.sched_getaffinity(0)) // config.tune.n_workers)
+
+
+def run_study(config: Config, storage_spec: str, prepared_dir: Path,
+              poll_s: float = 0.5) -> TuneSummary:
+    from xray_hpo.tracking.settings import worker_environment
+    from xray_hpo.tracking.trackers import OptimizerTracker
+
+    with _sigterm_as_interrupt():
+        study = prepare_study(config, storage_spec, prepared_dir)
+        target = config.tune.n_trials
+        already = len(studies.budget_trials(study, target))
+        print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
+              f"{already}/{target} trials done", file=sys.stderr)
+        configuration = {"study": study.study_name, "n_trials": target,
+                         "n_workers": config.tune.n_workers, **study.user_attrs[studies.ATTR_SPEC]}
+        with OptimizerTracker(study.study_name, configuration) as tracker:
+            # A study that already holds its n_trials (n_trials lowered, or a rerun after
+            # the outputs were deleted) needs no worker: nothing is trained again.
+            workers = (_spawn_workers(config, storage_spec, study.study_name, prepared_dir,
+                                      worker_environment(tracker.id))
+                       if already < target else [])
+            _watch(study, target, workers, tracker, poll_s)
+            summary = summarize(study, target)
+            summary.importances.update(study_importances(study, target))
+            tracker.report_summary(study, importances=summary.importances)
+    return summary
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a CI timeout, ``dvc queue kill``) stops the stage like Ctrl-C:
+    workers are told to stop, their trials are marked interrupted, nothing is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal fired
+        if not fired:  # one interrupt; a second signal must not cut the cleanup short
+            fired = True
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[bytes]],
+           tracker: Any, poll_s: float) -> None:
+    """Report trials as they are counted until the study holds ``target`` and the local
+    workers have exited; on any exit path but success, the workers are stopped."""
+    from tqdm import tqdm
+
+    reported: set[int] = set()
+    progress = tqdm(total=target, desc="tune", unit="trial", file=sys.stderr)
+    try:
+        while True:
+            done = studies.budget_trials(study, target)
+            _report_new(done, reported, tracker, progress)
+            alive = [w for w in workers if w.poll() is None]
+            if len(done) >= target and not alive:
+                break
+            if not alive and len(done) < target:
+                codes = [w.returncode for w in workers]
+                raise TuneError(f"every tune worker exited (codes {codes}) with "
+                                f"{len(done)}/{target} trials done; see the errors above")
+            time.sleep(poll_s)
+    except BaseException:
+        _stop_workers(workers)
+        raise
+    finally:
+        progress.close()
+
+
+def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
+                progress: Any) -> None:
+    for trial in done:
+        if trial.number in reported:
+            continue
+        reported.add(trial.number)
+        values = [t.value for t in done if t.state == TrialState.COMPLETE and t.value is not None
+                  and t.number <= trial.number]
+        best = max(values) if values else None
+        tracker.report_trial(trial, best)
+        progress.update(1)
+        if best is not None:
+            progress.set_postfix(best_val_acc=f"{best:.3f}")
+
+
+def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_dir: Path,
+                   env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    threads = worker_threads(config)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "xray_hpo.tuning.worker", "--storage", storage_spec,
+             "--study", study_name, "--prepared", str(prepared_dir),
+             "--worker-index", str(index), "--threads", str(threads),
+             "--parent-pid", str(os.getpid())],
+            env=env,
+        )
+        for index in range(config.tune.n_workers)
+    ]
+
+
+def _stop_workers(workers: list[subprocess.Popen[bytes]], grace_s: float = 15.0) -> None:
+    """SIGTERM lets each worker mark its running trial as interrupted; SIGKILL is the backstop."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def summarize(study: optuna.Study, n_trials: int) -> TuneSummary:
+    trials = studies.budget_trials(study, n_trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        reasons = [t.user_attrs["fail_reason"] for t in trials if "fail_reason" in t.user_attrs]
+        first = reasons[0] if reasons else "no trial completed (all were pruned)"
+        raise TuneError(f"study {study.study_name}: no trial completed; first failure: {first}")
+    # Ties go to the earlier trial, so the winner does not depend on worker timing.
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert best.value is not None
+    return TuneSummary(
+        study_name=study.study_name,
+        best_trial=best.number,
+        best_value=float(best.value),
+        best_hparams=hparams_from_values(best.params),
+        complete=len(complete),
+        pruned=sum(t.state == TrialState.PRUNED for t in trials),
+        failed=sum(t.state == TrialState.FAIL for t in trials),
+        worst_complete_value=float(min(t.value for t in complete if t.value is not None)),
+    )

@@ -1,0 +1,155 @@
+"""The report stage on the real pipeline, and the interactive figures in a real browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from conftest import REPO
+from xray_hpo.config import HYPERPARAMETERS, load_config
+from xray_hpo.reporting.figures import write_figures
+from xray_hpo.reporting.page import _fmt
+from xray_hpo.tuning.search_space import suggest_hparams
+from xray_hpo.tuning.trials import trials_csv, trials_from_csv
+
+SPACE = load_config(REPO / "params.yaml").tune.search_space
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--enable-logging=stderr", "--v=0",
+                  "--virtual-time-budget=15000")
+# Recorded into the DOM before any other script runs, so --dump-dom shows every error.
+ERROR_PROBE = ("<script>window.addEventListener('error',function(e){var h=document."
+               "documentElement;h.setAttribute('data-js-errors',(h.getAttribute("
+               "'data-js-errors')||'')+e.message+';')});</script>")
+
+
+@pytest.mark.slow
+def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project: Any) -> None:
+    project = make_project({"select.top_k": 2, "select.seeds": 2})
+    for stage in ("prepare", "tune", "train_best", "evaluate", "report"):
+        project.run(stage)
+    root = project.root
+
+    importance = json.loads((root / "metrics/importance.json").read_text())
+    assert set(importance["importance"]) == set(HYPERPARAMETERS)
+    assert sum(importance["importance"].values()) == pytest.approx(1.0, abs=1e-5)
+    selection = json.loads((root / "metrics/selection.json").read_text())
+    assert all({"val_accuracy_mean", "val_accuracy_std"} <= set(c)
+               for c in selection["candidates"])
+    best = yaml.safe_load((root / "best_params.yaml").read_text())
+    assert {"hparams", "study", "trial", "val_accuracy", "selection"} <= set(best)
+    assert best["trial"] == selection["chosen_trial"]
+    gap = json.loads((root / "metrics/eval.json").read_text())["generalization"]
+    assert gap["val_accuracy_seed_mean"] == best["selection"]["val_accuracy_mean"]
+
+    text = (root / "reports/index.md").read_text()
+    params_table = text.split("## 2.")[1].split("## 3.")[0]
+    for name, value in best["hparams"].items():
+        assert f"| `{name}` | {_fmt(value)} |" in params_table, name
+    assert "Synthetic data" in text and "| val | 15 | 15 | 15 | 45 |" in text
+    assert re.search(r"\| \*\*test\*\* \| \*\*[\d.]+%\*\* \| [\d.]+% – [\d.]+% \|", text)
+    assert "matters most" in text and f"`{best['study']}`" in text
+    assert "## 6. Top 10 trials" in text and "clearml-upload" in text
+    for png in re.findall(r"\]\((figures/[a-z_]+\.png)\)", text):
+        assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert len(re.findall(r"\]\(figures/", text)) == 4
+
+    before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
+    project.run("report")
+    assert {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()} == before
+
+
+def _study(n_trials: int = 12) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(lambda t: 0.5 + 0.1 * math.sin(suggest_hparams(t, SPACE).lr * 50),
+                   n_trials=n_trials)
+    return study
+
+
+def test_trials_round_trip_through_the_tune_csv() -> None:
+    study = _study()
+    back = trials_from_csv(trials_csv(study.trials), SPACE)
+    assert [t.number for t in back] == [t.number for t in study.trials]
+    assert [t.params for t in back] == [t.params for t in study.trials]
+    assert [t.value for t in back] == [t.value for t in study.trials]
+
+
+def render(html: Path) -> tuple[str, list[str]]:
+    """(DOM after scripts ran, console lines) from headless Chromium with a fresh profile."""
+    assert CHROMIUM is not None
+    probe = html.with_name(f"probe-{html.name}")
+    probe.write_text(html.read_text().replace("<head>", "<head>" + ERROR_PROBE, 1))
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                               "--dump-dom", probe.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return proc.stdout, console
+
+
+def rendered_problems(dom: str, console: list[str], div_ids: list[str]) -> list[str]:
+    problems = [f"console: {line}" for line in console
+                if re.search(r"error|uncaught|failed", line, re.IGNORECASE)]
+    errors = re.search(r'data-js-errors="([^"]*)"', dom)
+    if errors:
+        problems.append(f"script errors: {errors.group(1)}")
+    for div_id in div_ids:
+        tag = re.search(rf'<div id="{div_id}"[^>]*>', dom)
+        if not tag or "js-plotly-plot" not in tag.group(0):
+            problems.append(f"{div_id}: not rendered by plotly")
+    if dom.count('class="main-svg"') < len(div_ids):
+        problems.append("fewer plot SVGs than figures")
+    return problems
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed "
+                    "(apt-get install -y chromium): cannot render the HTML figures")
+def test_figures_html_renders_in_headless_chromium_without_script_errors(
+        tmp_path: Path) -> None:
+    trials = _study().trials
+    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
+    html = tmp_path / "figures.html"
+    figures = write_figures(trials, importances, tmp_path / "figures", html)
+    page = html.read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js embedded, nothing fetched
+    div_ids = re.findall(r'<div id="(fig-[a-z-]+)"', page)
+    assert len(div_ids) == len(figures) == 4
+    dom, console = render(html)
+    assert rendered_problems(dom, console, div_ids) == []
+
+    # The check can fail: the same page without a usable plotly.js (as when it is loaded
+    # from a CDN on a machine offline) renders nothing, and is reported.
+    broken = tmp_path / "no-plotlyjs.html"
+    broken.write_text(page.replace("<script>/**\n* plotly.js",
+                                   '<script type="text/plain">/**\n* plotly.js', 1))
+    assert broken.read_text() != page
+    dom, console = render(broken)
+    assert rendered_problems(dom, console, div_ids)
+
+
+def test_imported_files_are_one_source_group_not_one_per_file() -> None:
+    from xray_hpo.reporting.page import IMPORTED, data_sources, describe_sources
+
+    manifest = ("split,class,path,patient_id,sha256,source\n"
+                "train,normal,a.png,p1,h1,chest_xray/train/NORMAL/IM-0001-0001.jpeg\n"
+                "val,viral,b.png,p2,h2,chest_xray/train/PNEUMONIA/person1_virus_6.jpeg\n")
+    sources = data_sources(manifest)
+    assert sources == {IMPORTED: 2}
+    assert describe_sources(sources).startswith("**Real data**")
+    assert data_sources(manifest.replace("chest_xray/train/NORMAL/IM-0001-0001.jpeg",
+                                         "synthetic-phantom v1")) == {
+        IMPORTED: 1, "synthetic-phantom v1": 1}
