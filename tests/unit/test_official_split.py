@@ -1,27 +1,24 @@
 """The split protocol: the dataset's own test/ folder kept as the test split, or --resplit.
 
-The official test folder is not on these machines, so a stand-in tree is built from a few of
-the shared training images: ``train/``, ``val/`` and ``test/`` with the dataset's class
-folders and file names, plus planted leaks (a copy of a test image under another name, the same
-pixels re-encoded, a test patient's second image in train/, a same-name copy that sorts first).
+The official test folder is not on these machines: ``kermany_stand_in`` builds a stand-in
+tree with ``train/``, ``val/`` and ``test/`` from a few of the shared training images, with
+leaks planted in train/ that must leave it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import re
 import shutil
 import zipfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from kermany_stand_in import SHARED, StandIn, build_stand_in, class_of, patients
 from xray_hpo.cli import main
 from xray_hpo.data.kermany.decode import decode_to_png
 from xray_hpo.data.kermany.importer import ImportOptions, KermanyImportError, import_kermany
@@ -35,86 +32,7 @@ from xray_hpo.data.manifest import (
 )
 from xray_hpo.reporting.page import data_section
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared/data/chest_xray_64"
 SIZES = (12, 6, None)  # balanced train 4/4/4, val 2/2/2; test: the official folder
-
-
-def patient_of(name: str) -> str:
-    """The dataset's patient rule, written apart from the importer's."""
-    stem = name.rsplit(".", 1)[0]
-    if stem.startswith(("IM-", "NORMAL2-")):
-        return re.match(r"(?:NORMAL2-)?IM-\d+", stem).group(0)
-    return "_".join(stem.split("_")[:2])
-
-
-def class_of(path: Path) -> str:
-    if path.parent.name == "NORMAL":
-        return "normal"
-    return "bacterial" if "_bacteria_" in path.name else "viral"
-
-
-@dataclass
-class StandIn:
-    root: Path
-    test_files: list[str]  # relative paths of the official test folder
-    val_files: list[str]
-    leaks: dict[str, str] = field(default_factory=dict)  # planted train file -> expected reason
-
-
-def _patients(shared: Path, cls: str) -> list[list[Path]]:
-    folder = shared / "train" / ("NORMAL" if cls == "normal" else "PNEUMONIA")
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(folder.iterdir()):
-        if class_of(path) == cls and not path.name.startswith("person1372_"):
-            groups[patient_of(path.name)].append(path)
-    return [groups[p] for p in sorted(groups)]
-
-
-def build_stand_in(shared: Path, root: Path) -> StandIn:
-    def put(path: Path, split: str, name: str | None = None) -> str:
-        relative = f"{split}/{path.parent.name}/{name or path.name}"
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, root / relative)
-        return relative
-
-    test, val = [], []
-    # A natural, unequal mix in test: 3 normal, 5 bacterial (+6 of one child, some byte-equal
-    # duplicates of each other, as the dataset has them), 2 viral patients.
-    for cls, n_test in (("normal", 3), ("bacterial", 5), ("viral", 2)):
-        groups = _patients(shared, cls)
-        test += [put(p, "test") for group in groups[:n_test] for p in group]
-        train_groups = groups[n_test:n_test + 12]
-        for group in train_groups:
-            for p in group:
-                put(p, "train")
-        val += [put(p, "val") for group in groups[n_test + 12:n_test + 14] for p in group]
-    pneumonia = shared / "train/PNEUMONIA"
-    test += [put(p, "test") for p in sorted(pneumonia.glob("person1372_bacteria_*.png"))]
-    stand_in = StandIn(root, sorted(test), sorted(val))
-
-    # Leaks planted in train/: each must leave train, never the test image.
-    copied = root / test[0]  # a normal test image, copied under a new patient's name
-    stand_in.leaks[put(copied, "train", "IM-9901-0001.png")] = f"same pixels as official test " \
-                                                               f"image {test[0]}"
-    viral = next(root / t for t in test if "_virus_" in t)
-    with Image.open(viral) as image:  # the same pixels, other bytes
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
-    (root / "train/PNEUMONIA/person9902_virus_1.png").write_bytes(buffer.getvalue())
-    stand_in.leaks["train/PNEUMONIA/person9902_virus_1.png"] = (
-        f"same pixels as official test image {viral.relative_to(root).as_posix()}")
-    # A test patient's other image in train/ (the child may not sit on both sides).
-    person = shared / "train/PNEUMONIA/person1372_bacteria_3498.png"
-    (root / "test/PNEUMONIA/person1372_bacteria_3498.png").unlink()
-    stand_in.test_files.remove("test/PNEUMONIA/person1372_bacteria_3498.png")
-    stand_in.leaks[put(person, "train")] = "patient person1372_bacteria is in the official test"
-    # Same name and bytes in a folder that sorts before test/: the copy dropped is the train one.
-    first = [t for t in test if t.startswith("test/NORMAL/")][1]
-    early = f"copies/train/NORMAL/{Path(first).name}"
-    (root / early).parent.mkdir(parents=True)
-    shutil.copyfile(root / first, root / early)
-    stand_in.leaks[early] = f"copy of {first}"
-    return stand_in
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +165,7 @@ def test_source_without_test_folder_is_a_resplit_with_a_warning(
         pytest.skip(f"shared real images not found at {SHARED}")
     source = tmp_path / "train_only"
     for cls, folder in (("normal", "NORMAL"), ("bacterial", "PNEUMONIA"), ("viral", "PNEUMONIA")):
-        for group in _patients(SHARED, cls)[:4]:
+        for group in patients(SHARED, cls)[:4]:
             (source / "train" / folder).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(group[0], source / "train" / folder / group[0].name)
     out = tmp_path / "data"

@@ -331,6 +331,7 @@ def print_split_protocol(record: dict[str, object]) -> None:
               f"out of train/val: {dropped['same_pixels_as_test']} with the pixels of a test "
               f"image, {dropped['patient_in_test']} of a test patient")
     if record.get("warning"):
+        sys.stdout.flush()  # the warning right below the protocol, also when stdout is piped
         print(f"xray-hpo import-kermany: warning: {record['warning']}", file=sys.stderr)
 
 

@@ -25,9 +25,9 @@ from xray_hpo.data.kermany.split import SplitItem, SplitPlan, plan_all, plan_bal
 from xray_hpo.data.manifest import CLASSES, SPLIT_PROTOCOLS
 
 OFFICIAL_TEST, RESPLIT = SPLIT_PROTOCOLS
-IID_CAVEAT = ("an i.i.d. re-split overstates accuracy on new hospitals' images: test comes from "
-              "the same pool (same hospital, same acquisition) as train; the dataset's own "
-              "test/ folder, imported with the rest, is the honest benchmark")
+IID_CAVEAT = ("an i.i.d. re-split overstates accuracy on new hospitals' images: its test images "
+              "come from the same pool and acquisition as train; the dataset's own test/ "
+              "folder, imported with the rest, is the honest benchmark")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def train_val_rule(protocol: Protocol, use_all: bool, sizes: tuple[int, int, int
                    fractions: tuple[float, float, float]) -> str:
     """The balanced / --all rule in words (it never applies to the official test)."""
     pool = ("train/ and val/ folders" if protocol.name == OFFICIAL_TEST
-            else "pool of every folder")
+            else "source's folders pooled")
     if use_all:
         shares = fractions[:2] if protocol.name == OFFICIAL_TEST else fractions
         return (f"every image of the {pool}, split per class by fractions "
