@@ -221,7 +221,9 @@ def test_the_report_data_section_states_the_protocol(official: Path) -> None:
     sources = {"files imported with xray-hpo import-kermany": 60}
     text = data_section(sources, {"image_size": 64, "counts": {}, "split_protocol": record})
     assert "**Split protocol: `official-test`**" in text
-    assert f"The official test holds {record['official_test']['images']} images" in text
+    mix = record["official_test"]["per_class"]
+    assert (f"The official test holds {record['official_test']['images']} images "
+            f"({mix['normal']} normal, {mix['bacterial']} bacterial, {mix['viral']} viral)") in text
     resplit = {**record, "protocol": "resplit", "official_test": None,
                "dropped_from_train_val": None, "warning": "an i.i.d. re-split overstates it"}
     text = data_section(sources, {"image_size": 64, "counts": {}, "split_protocol": resplit})

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from xray_hpo.data.manifest import CLASSES
+
 
 def split_protocol_text(record: Any, sources: Mapping[str, int]) -> str:
     """Which protocol made the splits (``data/split_protocol.json``, via metrics/data.json).
@@ -26,7 +28,8 @@ def split_protocol_text(record: Any, sources: Mapping[str, int]) -> str:
             f"Test: {record.get('test')}. Train and val: {record.get('train_val')}.")
     official, dropped = record.get("official_test"), record.get("dropped_from_train_val")
     if isinstance(official, Mapping) and isinstance(dropped, Mapping):
-        mix = ", ".join(f"{n} {cls}" for cls, n in official.get("per_class", {}).items())
+        per_class = official.get("per_class", {})
+        mix = ", ".join(f"{per_class.get(cls, 0)} {cls}" for cls in CLASSES)
         text += (f" The official test holds {official.get('images')} images ({mix}); "
                  f"{dropped.get('same_pixels_as_test')} train/val candidates with a test "
                  f"image's pixels and {dropped.get('patient_in_test')} of a test patient were "
