@@ -137,6 +137,8 @@ def test_repro_on_imported_real_data(real_project: tuple[Path, str]) -> None:
     assert _manifest_counts(root) == expected
     report = json.loads((root / "data/import_report.json").read_text())
     assert report["counts"] == expected and report["mode"] == "balanced"
+    # The shared copy has no test/ folder: a re-split, said so with its caveat.
+    assert report["protocol"] == "resplit" and "split protocol: resplit" in printed
     assert json.loads((root / "metrics/data.json").read_text())["counts"] == expected
 
     tune = json.loads((root / "metrics/tune.json").read_text())
@@ -152,6 +154,7 @@ def test_repro_on_imported_real_data(real_project: tuple[Path, str]) -> None:
 
     index = (root / "reports/index.md").read_text()
     assert "**Real data**" in index and "Synthetic data" not in index
+    assert "**Split protocol: `resplit`**" in index and "overstates accuracy" in index
     assert (root / "models/model.pt").is_file()
     status = run_command(root, "dvc", "status")
     assert "up to date" in status, status

@@ -280,7 +280,7 @@ def test_dvc_add_flag_versions_the_import(shared: Path, tmp_path: Path,
     subprocess.run([dvc, "init", "--no-scm", "-q"], check=True)
     assert main(["import-kermany", str(source), "--sizes", "6", "3", "3", "--dvc-add"]) == 0
     recorded = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
-    assert recorded["path"] == "data" and recorded["nfiles"] == 12 + 2  # + manifest + report
+    assert recorded["path"] == "data" and recorded["nfiles"] == 12 + 3  # + 3 json/csv files
 
 
 def test_label_rules() -> None:

@@ -24,6 +24,7 @@ import yaml
 from xray_hpo.config import HYPERPARAMETERS, Config
 from xray_hpo.data.manifest import CLASSES, SPLITS
 from xray_hpo.errors import UserError
+from xray_hpo.reporting.split_protocol import split_protocol_text
 
 REPORT_DIR = Path("reports")
 INDEX = REPORT_DIR / "index.md"
@@ -146,9 +147,11 @@ def data_section(sources: Mapping[str, int], data: Mapping[str, Any]) -> str:
         cells = [int(per.get(c, 0)) for c in CLASSES]
         rows.append(f"| {split} | " + " | ".join(map(str, cells)) + f" | {sum(cells)} |")
     size = data.get("image_size")
+    protocol = split_protocol_text(data.get("split_protocol"), sources)
     return "\n".join([
         "## 1. The data", "",
         describe_sources(sources), "",
+        *([protocol, ""] if protocol else []),
         f"Images are decoded once to {size}x{size} grayscale by the prepare stage. "
         "Tuning and model selection see only *train* and *val*; *test* is used once, by "
         "the evaluate stage.", "",

@@ -2,8 +2,9 @@
 
 ``xray-hpo import-kermany SOURCE`` reads ``train|val|test/NORMAL|PNEUMONIA`` at any depth of a
 folder or a .zip, labels files by folder and name, decodes them to small grayscale PNGs,
-re-splits them grouped by patient and by duplicate, and swaps ``<out>/`` in whole.
-The dataset's own split is pooled: its val/ folder (16 images) is too small to select a model.
+splits them grouped by patient and by duplicate, and swaps ``<out>/`` in whole.
+The dataset's own test/ folder, when present, stays the test split (protocol.py); ``--resplit``
+pools it too. Its val/ folder (16 images) is too small to select a model: it joins train's pool.
 """
 
 from __future__ import annotations
@@ -20,6 +21,20 @@ from pathlib import Path, PurePosixPath
 from xray_hpo.atomic import atomic_directory, atomic_write_json
 from xray_hpo.config import ConfigError, load_kermany_config
 from xray_hpo.data.kermany.decode import DEFAULT_MAX_SIZE, decode_all
+from xray_hpo.data.kermany.protocol import (
+    OFFICIAL_TEST,
+    OfficialTest,
+    Protocol,
+    check_sizes,
+    choose_protocol,
+    copy_order,
+    label_conflict_notes,
+    lost_test_files,
+    plan_official,
+    protocol_record,
+    separate_official_test,
+    train_val_rule,
+)
 from xray_hpo.data.kermany.source import (
     KermanyImportError,
     SourceFile,
@@ -27,8 +42,20 @@ from xray_hpo.data.kermany.source import (
     discover,
     label_file,
 )
-from xray_hpo.data.kermany.split import SplitError, SplitItem, plan_all, plan_balanced
-from xray_hpo.data.manifest import CLASSES, SPLITS, ManifestRow, write_manifest
+from xray_hpo.data.kermany.split import (
+    SplitError,
+    SplitItem,
+    SplitPlan,
+    plan_all,
+    plan_balanced,
+)
+from xray_hpo.data.manifest import (
+    CLASSES,
+    SPLITS,
+    ManifestRow,
+    write_manifest,
+    write_split_protocol,
+)
 
 __all__ = ["KermanyImportError", "add_cli", "import_kermany"]
 
@@ -47,6 +74,7 @@ class ImportOptions:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     max_size: int = DEFAULT_MAX_SIZE
     jobs: int = 1
+    resplit: bool = False  # pool the dataset's own test/ folder too (the pre-protocol behaviour)
 
 
 @dataclass(frozen=True)
@@ -54,6 +82,7 @@ class ImportResult:
     counts: dict[str, dict[str, int]]
     skipped: list[dict[str, str]]
     report_path: Path
+    split_protocol: dict[str, object] | None = None  # the record in <out>/split_protocol.json
 
 
 # --- the import -----------------------------------------------------------------------------
@@ -73,6 +102,8 @@ def import_kermany(options: ImportOptions) -> ImportResult:
     """Build the canonical tree, manifest and report in a temporary folder; swap in on success."""
     _check_paths(options.source, options.out)
     files = discover(options.source)
+    protocol = choose_protocol(files, options.resplit)
+    check_sizes(protocol, options.sizes, options.use_all, options.fractions)
     skipped: list[dict[str, str]] = []
     labelled: list[tuple[SourceFile, str, str]] = []
     for file in files:
@@ -88,6 +119,8 @@ def import_kermany(options: ImportOptions) -> ImportResult:
         results = decode_all(options.source, names, incoming, options.max_size, options.jobs)
         items: dict[str, SplitItem] = {}
         seen_copies: dict[tuple[str, str], str] = {}
+        # Official test files first, so that of two copies the train one is the one left out.
+        results.sort(key=lambda r: (copy_order(protocol, labelled[r[0]][0].name), r[0]))
         for index, source_sha, pixel_sha, reason in results:
             file, cls, patient = labelled[index]
             base_name = PurePosixPath(file.name).name
@@ -100,10 +133,13 @@ def import_kermany(options: ImportOptions) -> ImportResult:
             else:
                 seen_copies[(base_name, source_sha)] = file.name
                 items[file.name] = SplitItem(file.name, cls, patient, source_sha, pixel_sha)
-        skipped.extend(_drop_label_conflicts(items))
+        official = separate_official_test(items) if protocol.name == OFFICIAL_TEST else None
+        skipped.extend(_drop_label_conflicts(items))  # official: the train/val pool only
 
-        plan = (plan_all(list(items.values()), options.fractions, options.seed) if options.use_all
-                else plan_balanced(list(items.values()), options.sizes, options.seed))
+        plan = _plan(options, list(items.values()), official)
+        if official is not None:
+            skipped.extend(official.duplicates + official.patients)
+            items.update(official.items)
         index_of = {name: index for index, name in enumerate(names)}
         output_names = _output_names(list(items.values()))
         rows = []
@@ -120,7 +156,13 @@ def import_kermany(options: ImportOptions) -> ImportResult:
         for row in rows:
             counts[row.split][row.cls] += 1
         skipped.sort(key=lambda entry: entry["source"])
+        record = _split_protocol(options, protocol, official, skipped)
+        write_split_protocol(staging, record)
         atomic_write_json(staging / REPORT_NAME, {
+            "protocol": protocol.name,
+            "split_protocol": record,
+            "official_test_sources": None if official is None else {
+                key: item.source_sha256 for key, item in sorted(official.items.items())},
             "source": options.source.name,
             "mode": "all" if options.use_all else "balanced",
             "seed": options.seed,
@@ -131,10 +173,28 @@ def import_kermany(options: ImportOptions) -> ImportResult:
             "imported": len(rows),
             "not_selected": len(items) - len(rows),
             "counts": counts,
-            "notes": plan.shortfalls,
+            "notes": plan.shortfalls + (label_conflict_notes(official) if official else []),
             "skipped": skipped,
         })
-    return ImportResult(counts, skipped, options.out / REPORT_NAME)
+    return ImportResult(counts, skipped, options.out / REPORT_NAME, record)
+
+
+def _plan(options: ImportOptions, pool: list[SplitItem], official: OfficialTest | None
+          ) -> SplitPlan:
+    """The balanced or --all rule over every split, or over train/val beside the official test."""
+    if official is not None:
+        return plan_official(pool, official, options.use_all, options.sizes, options.fractions,
+                             options.seed)
+    if options.use_all:
+        return plan_all(pool, options.fractions, options.seed)
+    return plan_balanced(pool, options.sizes, options.seed)
+
+
+def _split_protocol(options: ImportOptions, protocol: Protocol, official: OfficialTest | None,
+                    skipped: list[dict[str, str]]) -> dict[str, object]:
+    rule = train_val_rule(protocol, options.use_all, options.sizes, options.fractions)
+    lost = lost_test_files(skipped) if official is not None else []
+    return protocol_record(protocol, official, rule, lost)
 
 
 def _drop_label_conflicts(items: dict[str, SplitItem]) -> list[dict[str, str]]:
@@ -197,6 +257,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fractions", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                         default=None, help="with --all (default: params.yaml kermany.fractions, "
                                            "else 0.7 0.15 0.15)")
+    parser.add_argument("--resplit", action="store_true",
+                        help="pool the dataset's own test/ folder with train/ and val/ and "
+                             "re-split i.i.d. (default: keep test/ as the test split)")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
                         help=f"longer side of stored images, px (default: {DEFAULT_MAX_SIZE})")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
@@ -237,7 +300,8 @@ def run_cli(args: argparse.Namespace) -> int:
         if min(args.fractions) < 0 or sum(args.fractions) <= 0:
             raise KermanyImportError("--fractions: expected three numbers >= 0, not all zero")
         options = ImportOptions(args.source, args.out, args.seed, sizes, args.use_all,
-                                tuple(args.fractions), args.max_size, args.jobs)
+                                tuple(args.fractions), args.max_size, args.jobs,
+                                resplit=args.resplit)
         result = import_kermany(options)
         if args.dvc_add:
             _dvc_add(args.out)
@@ -252,8 +316,23 @@ def run_cli(args: argparse.Namespace) -> int:
     print(f"imported into {args.out}: {split_text} [normal/bacterial/viral]")
     print(f"settings: {mode}, seed {args.seed} (unset options from {args.defaults_from})")
     print(f"skipped {len(result.skipped)} file(s); reasons in {result.report_path}")
+    print_split_protocol(result.split_protocol or {})
     print(next_steps(args.out, dvc_added=args.dvc_add))
     return 0
+
+
+def print_split_protocol(record: dict[str, object]) -> None:
+    """The protocol on stdout; a re-split's caveat (or an incomplete official test) on stderr."""
+    print(f"split protocol: {record.get('protocol')} ({record.get('reason')})")
+    official = record.get("official_test")
+    dropped = record.get("dropped_from_train_val")
+    if isinstance(official, dict) and isinstance(dropped, dict):
+        print(f"  test: the official test/ folder as it is, {official['images']} images; left "
+              f"out of train/val: {dropped['same_pixels_as_test']} with the pixels of a test "
+              f"image, {dropped['patient_in_test']} of a test patient")
+    if record.get("warning"):
+        sys.stdout.flush()  # the warning right below the protocol, also when stdout is piped
+        print(f"xray-hpo import-kermany: warning: {record['warning']}", file=sys.stderr)
 
 
 def _dvc_add(out: Path) -> None:

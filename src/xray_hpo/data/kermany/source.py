@@ -61,6 +61,11 @@ def _layout_class(parts: tuple[str, ...]) -> str | None:
     return folder if folder in SOURCE_CLASSES else None
 
 
+def source_split(name: str) -> str:
+    """The dataset's own split folder of a discovered file: train, val or test."""
+    return PurePosixPath(name).parts[-3].lower()
+
+
 def _is_hidden(parts: tuple[str, ...]) -> bool:
     # macOS zips carry __MACOSX/ and ._name twins of every image: not data, not worth a report.
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
