@@ -85,11 +85,10 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path,
         with torch.no_grad():
             probs = torch.softmax(model(pixels.float().div_(255.0)), dim=1).numpy()
         cams = [""] * len(pending)
-        if cam_dir is not None:  # Grad-CAM of each predicted class, drawn on its file
+        if cam_dir is not None:  # Grad-CAM of each predicted class, on the image it saw
             from xray_hpo.explain.overlay import overlay_path, write_overlays
 
-            cams = write_overlays(model, pixels.float().div_(255.0), probs.argmax(1).tolist(),
-                                  [Path(s) for _, s, _ in pending],
+            cams = write_overlays(model, pixels[:, 0].numpy(), probs.argmax(1).tolist(),
                                   [overlay_path(cam_dir, i, s) for i, s, _ in pending])
         for (index, shown, _), p, cam in zip(pending, probs, cams, strict=True):
             results[index] = Prediction(shown, CLASSES[int(p.argmax())],

@@ -158,7 +158,7 @@ def test_predict_cam_writes_overlays_for_the_readable_files_only(
     (folder / "nested").mkdir(parents=True)
     for n, index in enumerate([0, 60, 120]):
         shutil.copy(phantom_data / str(prepared.paths[index]), folder / f"img{n}.png")
-    # Same name in a subfolder, another size and format: its own overlay, at its own size.
+    # Same name in a subfolder, another size and format: its own overlay.
     Image.open(phantom_data / str(prepared.paths[1])).resize((150, 90)).convert("RGB").save(
         folder / "nested" / "img0.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really an image" * 10)
@@ -177,10 +177,16 @@ def test_predict_cam_writes_overlays_for_the_readable_files_only(
     assert len(good) == 4
     written = sorted(cams.iterdir())
     assert sorted(Path(r["cam"]) for r in good.values()) == written
+    # Drawn on the image as the model saw it: prepare's decoding, at the model's input size.
+    from xray_hpo.data.dataset import decode_image
+
     for shown, row in good.items():
-        with Image.open(tmp_path / shown) as source, Image.open(row["cam"]) as overlay:
-            assert overlay.size == source.size and overlay.mode == "RGB"
-    assert Image.open(by_path["incoming/nested/img0.jpg"]["cam"]).size == (150, 90)
+        with Image.open(row["cam"]) as overlay:
+            assert overlay.size == (64, 64) and overlay.mode == "RGB"
+            rgb = np.asarray(overlay).astype(int)
+        gray = decode_image(tmp_path / shown, 64).astype(int)
+        plain = (rgb.max(axis=2) - rgb.min(axis=2)) == 0  # untinted: the X-ray itself
+        assert plain.any() and (rgb[plain][:, 0] == gray[plain]).all()
 
     # Without --cam, the CSV keeps exactly its columns.
     cli_main(["predict", str(folder), "--model", str(model_path), "--out", str(out)])
