@@ -17,7 +17,7 @@ from xray_hpo.config import HYPERPARAMETERS
 from xray_hpo.data.dataset import PreparedSplit, save_prepared
 from xray_hpo.model import ModelArgs, XrayCNN, save_model
 from xray_hpo.reporting.figures import figures_html, write_figures
-from xray_hpo.reporting.gallery import build_gallery, pick_examples
+from xray_hpo.reporting.gallery import attention_sentence, build_gallery, pick_examples
 
 # Recorded into the DOM once the page has loaded: each gallery picture's decoded size.
 IMAGE_PROBE = ("<script>window.addEventListener('load',function(){var s=[];document."
@@ -42,6 +42,17 @@ def test_gallery_shows_the_most_confident_mistakes_first() -> None:
     assert normal.mistakes[0].probability == pytest.approx(0.8)
     assert [e.index for e in bacterial.correct] == [4, 5] and not bacterial.mistakes
     assert not viral.correct and [e.index for e in viral.mistakes] == [6]
+
+
+def test_the_attention_line_says_lungs_even_or_border() -> None:
+    areas = {"images": 150, "empty_maps": 0, "centre_area": 0.35, "border_area": 0.34}
+    lungs = attention_sentence({**areas, "centre": 0.7, "border": 0.1})
+    even = attention_sentence({**areas, "centre": 0.36, "border": 0.33})
+    border = attention_sentence({**areas, "centre": 0.2, "border": 0.5})
+    assert "**70%** of the mass in the central lung region, **10%** in the image border" in lungs
+    assert "evenly" not in lungs and "Flag" not in lungs
+    assert "spread almost evenly" in even and "Flag" not in even
+    assert "Flag: more attention on the border" in border
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from xray_hpo.data.manifest import CLASSES
 
 PER_KIND = 3  # correct ones and mistakes shown per class
 PANEL_INCHES, DPI = 1.35, 100  # 135 px per panel: the 64 px arrays at about 2x
+EVEN_MARGIN = 1.25  # a central share below 1.25x its area share counts as "evenly spread"
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,9 @@ def attention_sentence(shares: Mapping[str, float | int]) -> str:
     if border >= centre:
         return line + (". **Flag: more attention on the border than on the lungs**: the "
                        "model may be reading markers, labels or edges, not the chest.")
+    if centre < EVEN_MARGIN * float(shares["centre_area"]):
+        return line + (". The attention is spread almost evenly: the model does not single "
+                       "out the lungs.")
     return line + "."
 
 
