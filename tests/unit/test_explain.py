@@ -191,3 +191,11 @@ def test_predict_cam_writes_overlays_for_the_readable_files_only(
     # Without --cam, the CSV keeps exactly its columns.
     cli_main(["predict", str(folder), "--model", str(model_path), "--out", str(out)])
     assert "cam" not in out.read_text().splitlines()[0]
+
+    # A --cam path that is a file: one line naming it, before any work.
+    capsys.readouterr()
+    rc = cli_main(["predict", str(folder), "--model", str(model_path), "--out",
+                   str(tmp_path / "other.csv"), "--cam", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and f"{out}: not a folder" in err
+    assert not (tmp_path / "other.csv").exists()
