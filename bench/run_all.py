@@ -8,7 +8,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = ("bench_pipeline.py", "bench_tune.py", "bench_clearml.py", "bench_import.py",
-           "phantom_difficulty.py")
+           "phantom_difficulty.py", "bench_gradcam.py")
 
 
 def main() -> int:

@@ -32,6 +32,7 @@ class Prediction:
     prediction: str = ""
     probabilities: tuple[float, ...] = ()
     error: str = ""
+    cam: str = ""  # --cam: the overlay PNG written for this image
 
     def row(self) -> list[str]:
         probs = [f"{p:.6f}" for p in self.probabilities] or [""] * len(CLASSES)
@@ -55,7 +56,8 @@ def collect(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, str]]:
     return found
 
 
-def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[Prediction]:
+def predict_paths(paths: Sequence[str | Path], model_path: str | Path,
+                  cam_dir: Path | None = None) -> list[Prediction]:
     import numpy as np
     import torch
 
@@ -70,6 +72,8 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[P
         model = load_model(model_path)
     except Exception as exc:  # a truncated or foreign file
         raise PredictError(f"{model_path}: not a model saved by xray-hpo ({exc})") from exc
+    if cam_dir is not None:  # before any work: a model Grad-CAM cannot explain, a bad DIR
+        _check_cam(model, cam_dir)
     size = model.args.image_size
     results: dict[int, Prediction] = {}
     pending: list[tuple[int, str, np.ndarray]] = []
@@ -80,9 +84,15 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[P
         pixels = torch.from_numpy(np.stack([a for _, _, a in pending])).unsqueeze(1)
         with torch.no_grad():
             probs = torch.softmax(model(pixels.float().div_(255.0)), dim=1).numpy()
-        for (index, shown, _), p in zip(pending, probs, strict=True):
+        cams = [""] * len(pending)
+        if cam_dir is not None:  # Grad-CAM of each predicted class, on the image it saw
+            from xray_hpo.explain.overlay import overlay_path, write_overlays
+
+            cams = write_overlays(model, pixels[:, 0].numpy(), probs.argmax(1).tolist(),
+                                  [overlay_path(cam_dir, i, s) for i, s, _ in pending])
+        for (index, shown, _), p, cam in zip(pending, probs, cams, strict=True):
             results[index] = Prediction(shown, CLASSES[int(p.argmax())],
-                                        tuple(float(v) for v in p))
+                                        tuple(float(v) for v in p), cam=cam)
         pending.clear()
 
     for index, (shown, file, error) in enumerate(collect(paths)):
@@ -99,16 +109,25 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path) -> list[P
     return [results[i] for i in sorted(results)]
 
 
+def _check_cam(model: object, cam_dir: Path) -> None:
+    from xray_hpo.explain.gradcam import last_conv
+
+    last_conv(model)  # type: ignore[arg-type]
+    if cam_dir.exists() and not cam_dir.is_dir():
+        raise PredictError(f"{cam_dir}: not a folder; --cam expects a directory for the "
+                           "overlay PNGs")
+
+
 def _one_line(message: str, shown: str) -> str:
     text = " ".join(message.split())
     return text.removeprefix(f"{shown}: ")
 
 
-def predictions_csv(predictions: Sequence[Prediction]) -> str:
+def predictions_csv(predictions: Sequence[Prediction], cam: bool = False) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows(p.row() for p in predictions)
+    writer.writerow((*COLUMNS, "cam") if cam else COLUMNS)
+    writer.writerows([*p.row(), p.cam] if cam else p.row() for p in predictions)
     return buffer.getvalue()
 
 
@@ -124,16 +143,19 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="model saved by train_best (default: models/model.pt)")
     parser.add_argument("--out", default="predictions.csv",
                         help="CSV to write, '-' for stdout (default: predictions.csv)")
+    parser.add_argument("--cam", type=Path, metavar="DIR",
+                        help="also write a Grad-CAM overlay PNG of the predicted class per "
+                             "image into DIR (the CSV gains a 'cam' column with its path)")
     parser.set_defaults(func=_cli_main)
 
 
 def _cli_main(args: argparse.Namespace) -> int:
     from xray_hpo.atomic import atomic_write_text
 
-    predictions = predict_paths(args.paths, args.model)
+    predictions = predict_paths(args.paths, args.model, cam_dir=args.cam)
     if not predictions:
         raise PredictError("no PNG or JPEG images found in " + ", ".join(args.paths))
-    text = predictions_csv(predictions)
+    text = predictions_csv(predictions, cam=args.cam is not None)
     if args.out == "-":
         sys.stdout.write(text)
     else:
@@ -141,5 +163,5 @@ def _cli_main(args: argparse.Namespace) -> int:
     failed = sum(bool(p.error) for p in predictions)
     where = "stdout" if args.out == "-" else args.out
     print(f"predict: {len(predictions) - failed} image(s) classified, {failed} error row(s) "
-          f"-> {where}", file=sys.stderr)
+          f"-> {where}" + (f", overlays -> {args.cam}/" if args.cam else ""), file=sys.stderr)
     return 0

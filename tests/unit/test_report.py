@@ -63,7 +63,8 @@ def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project
     assert "## 6. Top 10 trials" in text and "clearml-upload" in text
     for png in re.findall(r"\]\((figures/[a-z_]+\.png)\)", text):
         assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert len(re.findall(r"\]\(figures/", text)) == 4
+    assert len(re.findall(r"\]\(figures/", text)) == 4 + 3  # the study's, a gallery per class
+    assert "## 10. What the model looked at (Grad-CAM)" in text and "Where attention" in text
 
     before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
     project.run("report")

@@ -106,8 +106,9 @@ def _matplotlib_figures(study: Any, importances: Mapping[str, float]) -> dict[st
 
 
 def write_figures(trials: Sequence[FrozenTrial], importances: Mapping[str, float],
-                  png_dir: Path, html_path: Path) -> list[Figure]:
-    """PNGs into ``png_dir`` and every interactive figure into one HTML page."""
+                  png_dir: Path, html_path: Path, extra_html: str = "") -> list[Figure]:
+    """PNGs into ``png_dir`` and every interactive figure into one HTML page (followed by
+    ``extra_html``: sections other modules render)."""
     import matplotlib.pyplot as plt
     from optuna.exceptions import ExperimentalWarning
 
@@ -126,11 +127,12 @@ def write_figures(trials: Sequence[FrozenTrial], importances: Mapping[str, float
                             metadata={"Software": None})
             plt.close(fig)
         plotly_figs = _plotly_figures(study, importances)
-    atomic_write_text(html_path, figures_html(figures, plotly_figs))
+    atomic_write_text(html_path, figures_html(figures, plotly_figs, extra_html))
     return figures
 
 
-def figures_html(figures: Sequence[Figure], plotly_figs: Mapping[str, Any]) -> str:
+def figures_html(figures: Sequence[Figure], plotly_figs: Mapping[str, Any],
+                 extra_html: str = "") -> str:
     import plotly.io as pio
 
     parts = []
@@ -140,7 +142,7 @@ def figures_html(figures: Sequence[Figure], plotly_figs: Mapping[str, Any]) -> s
                           div_id=f"fig-{fig.name.replace('_', '-')}",
                           default_height="520px")
         parts.append(f"<h2>{_escape(fig.title)}</h2>\n<p>{_escape(fig.caption)}</p>\n{div}")
-    body = "\n".join(parts)
+    body = "\n".join([*parts, extra_html] if extra_html else parts)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<title>xray-hpo: study figures</title>\n"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}"

@@ -1,0 +1,1 @@
+"""What the model looked at: Grad-CAM maps, colour overlays and where the attention falls."""
