@@ -87,6 +87,23 @@ def test_trials_round_trip_through_the_tune_csv() -> None:
     assert [t.value for t in back] == [t.value for t in study.trials]
 
 
+def test_the_report_and_the_optimizer_task_share_their_figure_builders() -> None:
+    """One parcoords and one importance chart: the report's interactive page draws the
+    same figures the ClearML optimizer task shows (complete trials, the report's axes)."""
+    from xray_hpo.reporting.figures import _plotly_figures
+    from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
+
+    study = _study()
+    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
+    figures = _plotly_figures(study, importances)
+    parcoords = figures["parallel_coordinates"]
+    assert parcoords == parallel_coordinates_figure(study.trials, params=list(HYPERPARAMETERS))
+    assert [d.label for d in parcoords.data[0].dimensions] == [*HYPERPARAMETERS, "val accuracy"]
+    assert parcoords.data[0].type == "parcoords"
+    assert figures["importance"] == importance_figure(importances)
+    assert list(figures["importance"].data[0].y) == list(reversed(HYPERPARAMETERS))
+
+
 def render(html: Path) -> tuple[str, list[str]]:
     """(DOM after scripts ran, console lines) from headless Chromium with a fresh profile."""
     assert CHROMIUM is not None
