@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +15,17 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # the helpers tests share with the benchmarks
+
+import common  # noqa: E402  (bench/common.py)
+from common import init_dvc_project, set_dotted, user_env  # noqa: E402, F401
+
 SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src")
 # Small enough for seconds per stage, large enough that tune, pruning and workers all act.
 TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200}
-
-
-def set_dotted(params: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
+# Run a command as a user would in a project copy (tracking off); its stdout.
+run_command = functools.partial(common.run_command, timeout=600)
 
 
 @dataclass
@@ -34,12 +33,7 @@ class Project:
     root: Path
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-        env.update({"PYTHONPATH": str(self.root / "src"), "XRAY_HPO_CLEARML": "off",
-                    "XRAY_HPO_STORAGE": ""})
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env.update(extra or {})
-        return env
+        return {**user_env(self.root), **(extra or {})}
 
     def run(self, stage: str, *args: str, env: Mapping[str, str] | None = None,
             check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -54,10 +48,7 @@ class Project:
         return yaml.safe_load((self.root / "params.yaml").read_text())
 
     def set_params(self, overrides: Mapping[str, Any]) -> None:
-        params = self.params()
-        for key, value in overrides.items():
-            set_dotted(params, key, value)
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        common.override_params(self.root / "params.yaml", overrides)
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +71,7 @@ def prepared_template(tmp_path_factory: pytest.TempPathFactory, phantom_data: Pa
 
 
 def _copy_project(root: Path, data: Path) -> Project:
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, root / name)
+    common.copy_project(root, PROJECT_FILES)
     (root / "data").symlink_to(data, target_is_directory=True)
     return Project(root)
 
@@ -109,28 +94,14 @@ def make_project(tmp_path: Path, phantom_data: Path,
     return factory
 
 
-def run_command(cwd: Path, *cmd: str) -> str:
-    """Run a command as a user would in the project at ``cwd`` (tracking off); its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="", PYTHONPATH=str(cwd / "src"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
-    """A git + DVC repository at ``root`` with this checkout's code and overridden params."""
-    for name in (*PROJECT_FILES, ".dvcignore", ".gitignore"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    Project(root).set_params(overrides)
-    run_command(root, "git", "init", "-q")
-    run_command(root, "dvc", "init", "-q")
-    run_command(root, "dvc", "config", "core.analytics", "false")
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (skipped without the server)."""
+    try:
+        with common.scratch_database("xray_hpo_test") as url:
+            yield url
+    except common.DatabaseUnavailable as exc:
+        pytest.skip(f"{exc} (.ci/run starts it)")
 
 
 GROUPS = ("unit", "pipeline", "scale", "tracking")
