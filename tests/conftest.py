@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+# One OpenMP thread per test process (torch in it, and the stages it starts, unless set):
+# pytest-xdist already runs one process per core, and with more threads than free cores
+# the in-process training tests ran 10-50x slower (measured: 32 s against 0.7 s).
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the helpers tests share with the benchmarks
 
@@ -22,8 +30,10 @@ from common import init_dvc_project, set_dotted, user_env  # noqa: E402, F401
 
 SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src")
-# Small enough for seconds per stage, large enough that tune, pruning and workers all act.
-TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200}
+# Small enough for seconds per stage, large enough that tune, pruning, workers and robust
+# selection (each of the 2 trials re-run with a second seed) all act.
+TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200,
+        "select.top_k": 2, "select.seeds": 2}
 # Run a command as a user would in a project copy (tracking off); its stdout.
 run_command = functools.partial(common.run_command, timeout=600)
 
@@ -51,22 +61,40 @@ class Project:
         common.override_params(self.root / "params.yaml", overrides)
 
 
+def _built_once(factory: pytest.TempPathFactory, name: str,
+                build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, also when pytest-xdist runs it in several
+    processes: the first to take the lock builds into the run's shared temporary folder,
+    the others wait and reuse it (read-only). A build cut short is redone."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N, shared by this run's workers
+    folder, done = base / name, base / f"{name}.done"
+    with (base / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in dataset, generated once per test session."""
+    """The built-in dataset, generated once per test run."""
     from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
-    root = tmp_path_factory.mktemp("phantoms") / "data"
-    generate_dataset(root, PhantomSpec())
-    return root
+    root = _built_once(tmp_path_factory, "phantoms",
+                       lambda folder: generate_dataset(folder / "data", PhantomSpec()))
+    return root / "data"
 
 
 @pytest.fixture(scope="session")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
     """A project whose prepare stage has run once; copies start from its arrays."""
-    root = tmp_path_factory.mktemp("template")
-    project = _copy_project(root, phantom_data)
-    project.run("prepare")
+    root = _built_once(tmp_path_factory, "template",
+                       lambda folder: _copy_project(folder, phantom_data).run("prepare"))
     return root / "prepared"
 
 
@@ -108,8 +136,11 @@ GROUPS = ("unit", "pipeline", "scale", "tracking")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works."""
+    """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works;
+    and run the slow tests (real stages) first, so that under pytest-xdist the short ones
+    fill the end of the run instead of one long test keeping one process busy alone."""
     for item in items:
         group = Path(str(item.path)).parent.name
         if group in GROUPS:
             item.add_marker(getattr(pytest.mark, group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable

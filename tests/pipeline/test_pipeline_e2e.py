@@ -12,7 +12,8 @@ import yaml
 
 from conftest import TINY, init_dvc_project, run_command
 
-pytestmark = pytest.mark.slow
+# One process runs the module (pytest-xdist): its tests share, in order, one dvc repro.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",

@@ -36,7 +36,7 @@ ERROR_PROBE = ("<script>window.addEventListener('error',function(e){var h=docume
 
 @pytest.mark.slow
 def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project: Any) -> None:
-    project = make_project({"select.top_k": 2, "select.seeds": 2})
+    project = make_project()  # TINY: 2 trials, each re-run with a second seed
     for stage in ("prepare", "tune", "train_best", "evaluate", "report"):
         project.run(stage)
     root = project.root
