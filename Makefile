@@ -25,14 +25,21 @@ data: setup
 repro: data
 	$(VENV)/bin/dvc repro
 
+# pytest-xdist: one process per core. Every test works in its own temporary folders (and
+# PostgreSQL database); tests that share a module's fixture carry an xdist_group mark, and
+# --dist loadgroup keeps each group in one process. PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+
+# What CI runs (.ci/run): ruff, then every test; the 30 slowest are listed at the end.
 test: data
 	$(VENV)/bin/ruff check src stages tests bench
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_PARALLEL) --durations=30
 
 # The everyday loop: unit tests only (no pipeline stages, no PostgreSQL, no ClearML sessions).
 test-fast: setup
 	$(VENV)/bin/ruff check src stages tests bench
-	$(PYTHON) -m pytest tests/unit -m "not slow" -q
+	$(PYTHON) -m pytest tests/unit -m "not slow" -q $(PYTEST_PARALLEL)
 
 bench: data
 	$(PYTHON) bench/run_all.py

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import load_average, machine
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS_clearml.md"
@@ -140,23 +141,10 @@ def summarize(result: dict[str, object]) -> dict[str, str]:
     }
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def bench_machine() -> str:
     import clearml
 
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs "
-        f"(load average at start {load}), Python {platform.python_version()}, "
-        f"clearml {clearml.__version__}"
-    )
+    return machine(f"clearml {clearml.__version__}; load average at start {load_average()}")
 
 
 def main() -> None:
@@ -174,7 +162,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.trials)
         return
-    described = machine()
+    described = bench_machine()
     with tempfile.TemporaryDirectory(prefix="bench-clearml-") as tmp:
         results = [run_variant("tuned", args.trials, Path(tmp), timeout=600)]
         if args.default_trials:

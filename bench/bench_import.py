@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import PIL
 from PIL import Image
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared/data/chest_xray_64"
@@ -114,16 +115,8 @@ def make_large_jpegs(target: Path, count: int) -> Path:
     return target
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    meminfo = Path("/proc/meminfo").read_text().split() if Path("/proc/meminfo").exists() else []
-    memory = f"{int(meminfo[1]) / 2**20:.1f} GiB" if len(meminfo) > 1 else "unknown"
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{usable} usable cores ({os.cpu_count()} online), {model}, {memory} RAM; "
-            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
-            f"Pillow {PIL.__version__}, NumPy {np.__version__}; no GPU")
+def bench_machine() -> str:
+    return machine(f"Pillow {PIL.__version__}, NumPy {np.__version__}; no GPU")
 
 
 def main() -> int:
@@ -172,7 +165,7 @@ def main() -> int:
     ])
     text = (
         "# Import benchmark (`bench/bench_import.py`)\n\n"
-        f"Machine: {machine()}.\n\n"
+        f"Machine: {bench_machine()}.\n\n"
         f"Source: the 5,216 shared real images (`../shared/data/chest_xray_64`, 64x64 PNG), "
         f"{args.repeats} runs per case, each in a fresh process, into a temporary folder on "
         "the same disk; page cache warm after the first run. Peak RSS of all processes is "

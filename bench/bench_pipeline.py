@@ -8,31 +8,15 @@ in bench/RESULTS_pipeline.md. Goal: the whole run in at most 5 minutes on 2 CPU 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import copy_project, machine, run_command
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS_pipeline.md"
 GOAL_S = 300.0
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
-    return f"{len(os.sched_getaffinity(0))} cores ({cpu}), Python {platform.python_version()}"
-
-
-def run(cwd: Path, *cmd: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}")
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True)
 
 
 def main() -> None:
@@ -40,17 +24,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore"):
-            source = REPO / name
-            if source.is_dir():
-                shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-            elif source.exists():
-                shutil.copy2(source, root / name)
+        copy_project(root)
         generate_dataset(root / "data", PhantomSpec())
         for cmd in (("git", "init", "-q"), ("dvc", "init", "-q"), ("dvc", "add", "-q", "data")):
-            run(root, *cmd)
+            run_command(root, *cmd)
         started = time.perf_counter()
-        run(root, "dvc", "repro")
+        run_command(root, "dvc", "repro")
         total = time.perf_counter() - started
         stages = [json.loads(line) for line in (root / "runs/timings.jsonl").read_text()
                   .splitlines()]

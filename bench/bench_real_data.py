@@ -24,11 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +32,12 @@ from typing import Any
 
 import yaml
 
+from common import init_dvc_project, load_average, machine, run_command
+from xray_hpo.reporting.page import wilson
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
 RESULTS = REPO / "bench" / "RESULTS_real.md"
-PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore")
-Z95 = 1.959964
 
 CASES: dict[str, dict[str, Any]] = {
     "a": {"title": "original sizes (balanced 206 / 45 / max)",
@@ -70,47 +66,10 @@ NOTES = {
 
 # --- helpers --------------------------------------------------------------------------------
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                .splitlines() if line.startswith("model name")), platform.processor())
+def bench_machine() -> str:
     import torch
 
-    return (f"{len(os.sched_getaffinity(0))} cores ({cpu}), Python {platform.python_version()}, "
-            f"torch {torch.__version__} (CPU)")
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="", PYTHONPATH=str(cwd / "src"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n"
-                         f"{proc.stderr}")
-    return proc.stdout
-
-
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion: sound at small n and near 0 or 1."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def set_dotted(params: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
+    return machine(f"torch {torch.__version__} (CPU)")
 
 
 def _value(text: str) -> Any:
@@ -122,30 +81,17 @@ def _value(text: str) -> Any:
 def run_case(name: str, extra: dict[str, Any]) -> dict[str, Any]:
     case = CASES[name]
     overrides = {**case["params"], **extra}
-    load_before = load()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix=f"bench-real-{name}-") as tmp:
         root = Path(tmp)
-        for item in PROJECT_FILES:
-            source = REPO / item
-            if source.is_dir():
-                shutil.copytree(source, root / item,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-            elif source.exists():
-                shutil.copy2(source, root / item)
-        params = yaml.safe_load((root / "params.yaml").read_text())
-        for key, value in overrides.items():
-            set_dotted(params, key, value)
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        for cmd in (("git", "init", "-q"), ("dvc", "init", "-q"),
-                    ("dvc", "config", "core.analytics", "false")):
-            sh(root, *cmd)
+        init_dvc_project(root, overrides)
         started = time.perf_counter()
-        sh(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
-           str(SHARED), "--out", "data", "--seed", "42", *case["import"])
+        run_command(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
+                    str(SHARED), "--out", "data", "--seed", "42", *case["import"])
         import_s = time.perf_counter() - started
-        sh(root, "dvc", "add", "-q", "data")
+        run_command(root, "dvc", "add", "-q", "data")
         started = time.perf_counter()
-        sh(root, "dvc", "repro")
+        run_command(root, "dvc", "repro")
         repro_s = time.perf_counter() - started
         data = json.loads((root / "metrics/data.json").read_text())
         tune = json.loads((root / "metrics/tune.json").read_text())
@@ -167,7 +113,7 @@ def run_case(name: str, extra: dict[str, Any]) -> dict[str, Any]:
                      "class_weighting": effective["train"]["class_weighting"],
                      "num_threads": effective["train"]["num_threads"],
                      "pruner": effective["tune"]["pruner"]["name"]},
-        "val": {"accuracy": val_acc, "n": n_val, "ci": wilson(val_correct, n_val)},
+        "val": {"accuracy": val_acc, "n": n_val, "ci": wilson(val_correct / n_val, n_val)},
         "test": {"accuracy": evaluation["accuracy"], "n": evaluation["n_test"],
                  "ci": [evaluation["accuracy_ci_low"], evaluation["accuracy_ci_high"]],
                  "macro_f1": evaluation["macro_f1"],
@@ -176,7 +122,7 @@ def run_case(name: str, extra: dict[str, Any]) -> dict[str, Any]:
         "trials": tune["trials"], "hparams": best["hparams"],
         "import_s": round(import_s, 1), "repro_s": round(repro_s, 1),
         "stages": {s["stage"]: round(s["seconds"], 1) for s in stages},
-        "load_before": load_before, "load_after": load(),
+        "load_before": load_before, "load_after": load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
@@ -272,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rewrite bench/RESULTS_real.md from its recorded results; run nothing")
     args = parser.parse_args(argv)
     if args.render_only:
-        RESULTS.write_text(render(previous_results(), machine()))
+        RESULTS.write_text(render(previous_results(), bench_machine()))
         print(RESULTS.read_text())
         return 0
     if not SHARED.is_dir():
@@ -280,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = {key: _value(value) for key, value in (item.split("=", 1) for item in args.set)}
     results = {} if args.no_write else previous_results()
-    machine_text = machine()
+    machine_text = bench_machine()
     for name in ("a", "b") if args.case == "both" else (args.case,):
-        print(f"case {name}: {CASES[name]['title']} (load {load()}) ...", flush=True)
+        print(f"case {name}: {CASES[name]['title']} (load {load_average()}) ...", flush=True)
         results[name] = run_case(name, extra)
         text = render(results, machine_text)
         if not args.no_write:

@@ -21,15 +21,11 @@ Other processes on the machine make wall times noisy: the load average is record
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,11 +34,13 @@ from typing import Any
 import optuna
 import yaml
 
+from common import DatabaseUnavailable, machine, scratch_database, set_dotted
+from xray_hpo.reporting.page import wilson
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
 SECTION = "## Tune at scale"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 # One torch thread per process: with other jobs on the 2 cores, 2 threads ran 10-30x slower
 # than 1 here (OpenMP threads waiting on each other), which would swamp every comparison.
 THREADS = 1
@@ -59,11 +57,7 @@ def make_config(**overrides: Any) -> Any:
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
+        set_dotted(params, dotted, value)
     return config_from_dict(params)
 
 
@@ -88,23 +82,11 @@ def prepare_data(root: Path) -> Path:
 @contextmanager
 def pg_database() -> Iterator[str | None]:
     try:
-        import psycopg2
-
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except Exception as exc:  # no server: the PostgreSQL rows are left out
-        print(f"PostgreSQL unreachable ({exc}); skipping its rows", file=sys.stderr)
+        with scratch_database("xray_hpo_bench") as url:
+            yield url
+    except DatabaseUnavailable as exc:  # no server: the PostgreSQL rows are left out
+        print(f"{exc}; skipping its rows", file=sys.stderr)
         yield None
-        return
-    admin.autocommit = True
-    name = f"xray_hpo_bench_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 def step(what: str) -> None:
@@ -115,22 +97,10 @@ def load1() -> float:
     return os.getloadavg()[0]
 
 
-def machine() -> str:
+def bench_machine() -> str:
     import torch
 
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = ""
-    with open("/proc/meminfo") as handle:
-        kib = int(re.search(r"MemTotal:\s+(\d+)", handle.read()).group(1))  # type: ignore[union-attr]
-        mem = f"{kib / 2**20:.1f} GiB RAM"
-    return (f"{len(os.sched_getaffinity(0))} usable cores ({os.cpu_count()} online), {cpu}, "
-            f"{mem}; Linux {platform.release()}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} (CPU), optuna {optuna.__version__}")
+    return machine(f"torch {torch.__version__} (CPU)", f"optuna {optuna.__version__}")
 
 
 # --- measurements ----------------------------------------------------------------------------
@@ -181,12 +151,6 @@ def bare_loop(epochs: int, prepared: Path, threads: int) -> float:
         with torch.no_grad():
             (model(val.images).argmax(1) == val.labels).float().mean().item()
     return time.perf_counter() - started
-
-
-def wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def throughput_and_fixed_cost(prepared: Path, work: Path, pg_url: str | None,
@@ -488,7 +452,7 @@ def main() -> int:
         print(json.dumps(workers_row(args.workers_row, args.work, args.prepared)))
         return 0
     started = time.perf_counter()
-    about = machine()
+    about = bench_machine()
     with tempfile.TemporaryDirectory(prefix="bench_tune_") as tmp:
         work = Path(tmp)
         step("generating and preparing the phantom dataset")

@@ -79,7 +79,7 @@ def main() -> None:
         for key, value in metrics["generalization"].items():
             tracker.report_single(key, value)
     atomic_write_text(PREDICTIONS, predictions_csv(test.paths, test.labels, y_pred))
-    atomic_write_json(METRICS, metrics)
+    atomic_write_json(METRICS, metrics, sort_keys=False)  # accuracy and its interval first
 
 
 if __name__ == "__main__":

@@ -42,11 +42,11 @@ def main() -> None:
         tracker.register_model(MODEL)
     atomic_write_text(HISTORY, history_csv(result.history))
     atomic_write_json(METRICS, {
-        "best_epoch": result.best_epoch,
         "val_accuracy": round(result.best_val_acc, 6),
         "val_loss": round(result.best_val_loss, 6),
+        "best_epoch": result.best_epoch,
         "epochs": len(result.history),
-    })
+    }, sort_keys=False)
 
 
 if __name__ == "__main__":

@@ -83,11 +83,12 @@ def main() -> None:
         "val_accuracy": round(chosen.candidate.tune_value, 6),
         "selection": selection.best_params_entry(),
     })
-    atomic_write_json(IMPORTANCE, importance_metrics(importances, trials))
+    # Metrics files keep their keys in the order built (`dvc exp show` shows them so).
+    atomic_write_json(IMPORTANCE, importance_metrics(importances, trials), sort_keys=False)
     atomic_write_text(IMPORTANCE_PLOT, importance_csv(importances))
-    atomic_write_json(SELECTION, selection.metrics())
+    atomic_write_json(SELECTION, selection.metrics(), sort_keys=False)
     atomic_write_text(TRIALS, trials_csv(trials))
-    atomic_write_json(METRICS, summary.metrics())
+    atomic_write_json(METRICS, summary.metrics(), sort_keys=False)
 
 
 if __name__ == "__main__":

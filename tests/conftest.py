@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,19 +16,26 @@ from typing import Any
 import pytest
 import yaml
 
+# One OpenMP thread per test process (torch in it, and the stages it starts, unless set):
+# pytest-xdist already runs one process per core, and with more threads than free cores
+# the in-process training tests ran 10-50x slower (measured: 32 s against 0.7 s).
+for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))  # the helpers tests share with the benchmarks
+
+import common  # noqa: E402  (bench/common.py)
+from common import init_dvc_project, set_dotted, user_env  # noqa: E402, F401
+
 SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src")
-# Small enough for seconds per stage, large enough that tune, pruning and workers all act.
-TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200}
-
-
-def set_dotted(params: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = params
-    for key in parents:
-        node = node.setdefault(key, {})
-    node[leaf] = value
+# Small enough for seconds per stage, large enough that tune, pruning, workers and robust
+# selection (each of the 2 trials re-run with a second seed) all act.
+TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200,
+        "select.top_k": 2, "select.seeds": 2}
+# Run a command as a user would in a project copy (tracking off); its stdout.
+run_command = functools.partial(common.run_command, timeout=600)
 
 
 @dataclass
@@ -34,12 +43,7 @@ class Project:
     root: Path
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-        env.update({"PYTHONPATH": str(self.root / "src"), "XRAY_HPO_CLEARML": "off",
-                    "XRAY_HPO_STORAGE": ""})
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-        env.update(extra or {})
-        return env
+        return {**user_env(self.root), **(extra or {})}
 
     def run(self, stage: str, *args: str, env: Mapping[str, str] | None = None,
             check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -54,39 +58,48 @@ class Project:
         return yaml.safe_load((self.root / "params.yaml").read_text())
 
     def set_params(self, overrides: Mapping[str, Any]) -> None:
-        params = self.params()
-        for key, value in overrides.items():
-            set_dotted(params, key, value)
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        common.override_params(self.root / "params.yaml", overrides)
+
+
+def _built_once(factory: pytest.TempPathFactory, name: str,
+                build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run, also when pytest-xdist runs it in several
+    processes: the first to take the lock builds into the run's shared temporary folder,
+    the others wait and reuse it (read-only). A build cut short is redone."""
+    base = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # .../pytest-N, shared by this run's workers
+    folder, done = base / name, base / f"{name}.done"
+    with (base / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
 def phantom_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in dataset, generated once per test session."""
+    """The built-in dataset, generated once per test run."""
     from xray_hpo.data.phantoms.generate import PhantomSpec, generate_dataset
 
-    root = tmp_path_factory.mktemp("phantoms") / "data"
-    generate_dataset(root, PhantomSpec())
-    return root
+    root = _built_once(tmp_path_factory, "phantoms",
+                       lambda folder: generate_dataset(folder / "data", PhantomSpec()))
+    return root / "data"
 
 
 @pytest.fixture(scope="session")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
     """A project whose prepare stage has run once; copies start from its arrays."""
-    root = tmp_path_factory.mktemp("template")
-    project = _copy_project(root, phantom_data)
-    project.run("prepare")
+    root = _built_once(tmp_path_factory, "template",
+                       lambda folder: _copy_project(folder, phantom_data).run("prepare"))
     return root / "prepared"
 
 
 def _copy_project(root: Path, data: Path) -> Project:
-    for name in PROJECT_FILES:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(source, root / name)
+    common.copy_project(root, PROJECT_FILES)
     (root / "data").symlink_to(data, target_is_directory=True)
     return Project(root)
 
@@ -109,36 +122,25 @@ def make_project(tmp_path: Path, phantom_data: Path,
     return factory
 
 
-def run_command(cwd: Path, *cmd: str) -> str:
-    """Run a command as a user would in the project at ``cwd`` (tracking off); its stdout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLEARML_", "TRAINS_"))}
-    env.update(XRAY_HPO_CLEARML="off", XRAY_HPO_STORAGE="", PYTHONPATH=str(cwd / "src"),
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
-    """A git + DVC repository at ``root`` with this checkout's code and overridden params."""
-    for name in (*PROJECT_FILES, ".dvcignore", ".gitignore"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-    Project(root).set_params(overrides)
-    run_command(root, "git", "init", "-q")
-    run_command(root, "dvc", "init", "-q")
-    run_command(root, "dvc", "config", "core.analytics", "false")
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (skipped without the server)."""
+    try:
+        with common.scratch_database("xray_hpo_test") as url:
+            yield url
+    except common.DatabaseUnavailable as exc:
+        pytest.skip(f"{exc} (.ci/run starts it)")
 
 
 GROUPS = ("unit", "pipeline", "scale", "tracking")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works."""
+    """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works;
+    and run the slow tests (real stages) first, so that under pytest-xdist the short ones
+    fill the end of the run instead of one long test keeping one process busy alone."""
     for item in items:
         group = Path(str(item.path)).parent.name
         if group in GROUPS:
             item.add_marker(getattr(pytest.mark, group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable

@@ -38,9 +38,11 @@ def atomic_write_text(target: Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def atomic_write_json(target: Path, payload: Any) -> None:
-    # sort_keys + fixed indent: identical results give identical bytes (git and DVC compare them).
-    atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(target: Path, payload: Any, *, sort_keys: bool = True) -> None:
+    """Fixed indent, and sorted keys unless the payload's own order is the point (metrics
+    files: `dvc exp show` shows their keys in file order): identical results give identical
+    bytes either way (git and DVC compare them)."""
+    atomic_write_text(target, json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def atomic_write_yaml(target: Path, payload: Any) -> None:

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import TINY, init_dvc_project, run_command
 
-pytestmark = pytest.mark.slow
+# One process runs the module (pytest-xdist): its tests share, in order, one dvc repro.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",
@@ -77,6 +78,14 @@ def test_experiment_with_more_trials_continues_the_study(dvc_project: Path) -> N
     tune = _read(root, "metrics/tune.json")
     assert sum(tune["trials"].values()) == 3
     shown = json.loads(run_command(root, "dvc", "exp", "show", "--json"))
+    # The table leads with what users compare: test accuracy and its interval, then the
+    # final model's val accuracy and the chosen trial; tune bookkeeping after them.
+    header = run_command(root, "dvc", "exp", "show", "--csv").splitlines()[0].split(",")
+    columns = header[header.index("parent") + 1:]
+    assert columns[:3] == ["accuracy", "accuracy_ci_low", "accuracy_ci_high"], columns
+    first = {name: columns.index(name) for name in ("macro_f1", "chosen_trial", "best_trial",
+                                                     "complete_trials")}
+    assert list(first.values()) == sorted(first.values()), first
     assert "tune.n_trials" in json.dumps(shown) or "n_trials" in json.dumps(shown)
     diff = run_command(root, "dvc", "params", "diff")
     assert "tune.n_trials" in diff

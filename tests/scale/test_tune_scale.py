@@ -13,8 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from xray_hpo.tuning.study import ATTR_SURPLUS, ATTR_TARGET
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 # Fail a fixed learning rate reliably: Adam at lr 1e30 makes the loss inf/NaN in epoch 1.
 DIVERGING_LR = 1.0e30
 
@@ -47,35 +45,16 @@ class Storage:
         return self.url or studies.resolve_storage(None, {}, root)
 
 
-def _pg_database() -> Iterator[str]:
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        admin = psycopg2.connect(PG_ADMIN, connect_timeout=3)
-    except psycopg2.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable (.ci/run starts it): {exc}")
-    admin.autocommit = True
-    name = f"xray_hpo_test_{uuid.uuid4().hex[:12]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
-
-
 @pytest.fixture(params=["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
-def storage(request: pytest.FixtureRequest) -> Iterator[Storage]:
+def storage(request: pytest.FixtureRequest) -> Storage:
     if request.param == "journal":
-        yield Storage("journal", None)
-        return
-    yield from (Storage("postgres", url) for url in _pg_database())
+        return Storage("journal", None)
+    return Storage("postgres", request.getfixturevalue("pg_url"))  # conftest: a fresh database
 
 
 @pytest.fixture
-def pg_storage() -> Iterator[Storage]:
-    yield from (Storage("postgres", url) for url in _pg_database())
+def pg_storage(pg_url: str) -> Storage:
+    return Storage("postgres", pg_url)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -225,55 +204,52 @@ def test_three_workers_exact_count_then_resume_adds_only_new_trials(
     pytest.param("postgres", "sigterm", marks=pytest.mark.postgres),  # to the stage only
 ])
 def test_interrupt_then_kill_9_then_rerun_completes_the_count(
-        make_project: Any, storage_kind: str, how: str, tmp_path: Path) -> None:
-    databases = _pg_database() if storage_kind == "postgres" else None
-    storage = Storage(storage_kind, next(databases) if databases else None)
-    try:
-        # Epochs of batch 2 last long enough to stop a trial in the middle.
-        project = make_project(tiny({
-            "tune.n_trials": 4, "tune.n_workers": 2, "train.epochs": 3,
-            "tune.search_space.batch_size": {"type": "categorical", "choices": [2]}}))
-        # 1. Ctrl-C / SIGTERM: a clean stop, the running trial marked, nothing written.
-        stage = start_stage(project, storage, tmp_path / "stage1.log")
-        running = wait_for("a trial mid-training", running_mid_epoch(storage, project.root))
-        if how == "ctrl-c":
-            os.killpg(stage.pid, signal.SIGINT)
-        else:
-            stage.send_signal(signal.SIGTERM)
-        assert stage.wait(timeout=30) == 130
-        assert "tune: interrupted" in (tmp_path / "stage1.log").read_text()
-        wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
-        assert_no_outputs(project)
-        study = load_study(storage, project.root)
-        marked = study.trials[running.number]
-        assert marked.state == TrialState.FAIL
-        assert marked.user_attrs.get("interrupted") is True
-        assert "fail_reason" not in marked.user_attrs, "an interrupted trial is not a result"
-        assert not study.get_trials(states=(TrialState.RUNNING,))
+        make_project: Any, storage_kind: str, how: str, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
+    storage = Storage(storage_kind, request.getfixturevalue("pg_url")
+                      if storage_kind == "postgres" else None)
+    # Epochs of batch 2 last long enough to stop a trial in the middle.
+    project = make_project(tiny({
+        "tune.n_trials": 4, "tune.n_workers": 2, "train.epochs": 3,
+        "tune.search_space.batch_size": {"type": "categorical", "choices": [2]}}))
+    # 1. Ctrl-C / SIGTERM: a clean stop, the running trial marked, nothing written.
+    stage = start_stage(project, storage, tmp_path / "stage1.log")
+    running = wait_for("a trial mid-training", running_mid_epoch(storage, project.root))
+    if how == "ctrl-c":
+        os.killpg(stage.pid, signal.SIGINT)
+    else:
+        stage.send_signal(signal.SIGTERM)
+    assert stage.wait(timeout=30) == 130
+    assert "tune: interrupted" in (tmp_path / "stage1.log").read_text()
+    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
+    assert_no_outputs(project)
+    study = load_study(storage, project.root)
+    marked = study.trials[running.number]
+    assert marked.state == TrialState.FAIL
+    assert marked.user_attrs.get("interrupted") is True
+    assert "fail_reason" not in marked.user_attrs, "an interrupted trial is not a result"
+    assert not study.get_trials(states=(TrialState.RUNNING,))
 
-        # 2. kill -9 of a worker mid-trial, then of the stage itself: no cleanup at all.
-        stage = start_stage(project, storage, tmp_path / "stage2.log")
-        victim = wait_for("a trial mid-training", running_mid_epoch(storage, project.root))
-        os.kill(int(victim.user_attrs[studies.ATTR_WORKER].rpartition(":")[2]), signal.SIGKILL)
-        os.kill(stage.pid, signal.SIGKILL)
-        stage.wait(timeout=10)
-        # The other worker notices its parent died (PDEATHSIG) and exits: no orphan trains on.
-        wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
-        assert_no_outputs(project)
+    # 2. kill -9 of a worker mid-trial, then of the stage itself: no cleanup at all.
+    stage = start_stage(project, storage, tmp_path / "stage2.log")
+    victim = wait_for("a trial mid-training", running_mid_epoch(storage, project.root))
+    os.kill(int(victim.user_attrs[studies.ATTR_WORKER].rpartition(":")[2]), signal.SIGKILL)
+    os.kill(stage.pid, signal.SIGKILL)
+    stage.wait(timeout=10)
+    # The other worker notices its parent died (PDEATHSIG) and exits: no orphan trains on.
+    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
+    assert_no_outputs(project)
 
-        # 3. The rerun detects the dead worker's trial, fails it and completes the count.
-        project.run("tune", env=storage.env())
-        study = load_study(storage, project.root)
-        assert_exact_budget(study, 4)
-        killed = study.trials[victim.number]
-        assert killed.state == TrialState.FAIL
-        assert "died" in killed.user_attrs[studies.ATTR_LOST]
-        assert not studies.is_counted(killed), "a killed trial is replaced, not counted"
-        assert not studies.is_counted(study.trials[running.number])
-        assert_outputs_match_storage(project, study, 4)
-    finally:
-        if databases is not None:
-            databases.close()  # drops the database
+    # 3. The rerun detects the dead worker's trial, fails it and completes the count.
+    project.run("tune", env=storage.env())
+    study = load_study(storage, project.root)
+    assert_exact_budget(study, 4)
+    killed = study.trials[victim.number]
+    assert killed.state == TrialState.FAIL
+    assert "died" in killed.user_attrs[studies.ATTR_LOST]
+    assert not studies.is_counted(killed), "a killed trial is replaced, not counted"
+    assert not studies.is_counted(study.trials[running.number])
+    assert_outputs_match_storage(project, study, 4)
 
 
 def assert_no_outputs(project: Any) -> None:

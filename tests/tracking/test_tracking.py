@@ -30,6 +30,7 @@ from xray_hpo.tracking.upload import add_cli, find_sessions, upload_order, uploa
 # clearml's bundled HOCON parser calls pyparsing with a deprecated argument name.
 pytestmark = pytest.mark.filterwarnings("ignore:.*parseAll.*")
 
+REPO = Path(__file__).resolve().parents[2]
 FAKE_KEY = "AKFAKE0123456789ABCDEFGH"
 FAKE_SECRET = "SKfake0123456789abcdefghijklmnopqrstuv"
 HPARAMS = {"lin1_size": 96, "lin2_size": 48, "p_dropout": 0.2, "lr": 0.01, "batch_size": 4}
@@ -385,40 +386,88 @@ def test_run_trackers_offline(clean_env: Path, no_network: list[str]) -> None:
     assert any(e.get("variant") == "accuracy" and e["value"] == 0.79 for e in events)
 
 
-def test_trial_states_shown_on_task(clean_env: Path) -> None:
-    with trackers.OptimizerTracker("study-s", {"n_trials": 2}) as optimizer:
+# The tune objective, as a worker runs it, with training replaced by a script per trial:
+# each trial ends one way; prints what storage holds.
+OBJECTIVE = textwrap.dedent(
+    """
+    import json
+    from types import SimpleNamespace as S
+    import optuna
+    from xray_hpo import training
+    from xray_hpo.config import load_config
+    from xray_hpo.tuning import worker
+    from xray_hpo.tuning.study import ATTR_TARGET
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    ENDINGS = [None, optuna.TrialPruned("pruned after epoch 1"), ValueError("loss is nan"),
+               KeyboardInterrupt(), optuna.exceptions.UpdateFinishedTrialError("failed elsewhere")]
+
+    def scripted_train(hparams, config, train_data, val_data, device, on_epoch):
+        ending = ENDINGS[len(study.trials) - 1]
+        on_epoch(training.EpochStats(1, 1.0, 0.4, 1.1, 0.5, hparams.lr))
+        if ending is not None:
+            raise ending
+        on_epoch(training.EpochStats(2, 0.9, 0.5, 1.0, 0.6, hparams.lr))
+        return S(best_val_acc=0.6)
+
+    training.train = scripted_train
+    config = load_config("params.yaml")
+    study = optuna.create_study(study_name="study-s", direction="maximize")
+    study.set_user_attr(ATTR_TARGET, len(ENDINGS))
+    ctx = worker.WorkerContext(study, config.train, config.tune.search_space, None, None, None)
+    for _ in ENDINGS:
+        try:
+            study.optimize(lambda t: worker.objective(t, ctx), n_trials=1, catch=(Exception,))
+        except KeyboardInterrupt:
+            pass
+    print(json.dumps([t.user_attrs for t in study.trials]))
+    """
+)
+
+
+def test_the_objective_reports_each_ending_to_storage_and_its_task(clean_env: Path) -> None:
+    """The production path (``tuning.worker.objective`` and the tracker's ``with`` block):
+    complete, pruned, failed, and interrupted by Ctrl-C or by the storage."""
+    import shutil
+
+    shutil.copy2(REPO / "params.yaml", clean_env / "params.yaml")
+    with trackers.OptimizerTracker("study-s", {"n_trials": 5}) as optimizer:
         env = settings.worker_environment(optimizer.id)
-        code = textwrap.dedent(
-            """
-            import optuna
-            from types import SimpleNamespace as S
-            from xray_hpo.tracking.trackers import TrialTracker
-            with TrialTracker("study-s", 0, {"lr": 0.1}) as t:
-                t.log_epoch(S(epoch=1, train_loss=1, train_acc=0.4, val_loss=1, val_acc=0.5,
-                              lr=0.1))
-            try:
-                with TrialTracker("study-s", 1, {"lr": 0.2}) as t:
-                    raise optuna.TrialPruned("pruned after epoch 1")
-            except optuna.TrialPruned:
-                pass
-            t = TrialTracker("study-s", 2, {"lr": 0.3})
-            t.close("failed", "NonFiniteLossError: loss is nan")
-            print(t.id)
-            """
-        )
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", OBJECTIVE], env=env, capture_output=True,
+                              text=True, timeout=180, cwd=clean_env)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         run_dir = optimizer.run_dir
+    stored = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert stored[0]["epochs_run"] == 2 and stored[0]["best_val_acc"] == 0.6
+    assert stored[1]["prune_reason"] == "pruned after epoch 1" and stored[1]["epochs_run"] == 1
+    assert stored[2]["fail_reason"] == "ValueError: loss is nan"
+    assert stored[3]["interrupted"] is True and "fail_reason" not in stored[3]
+    assert not {"interrupted", "fail_reason", "epochs_run"} & set(stored[4])
+
     tasks = {task["name"]: (task, events) for task, events in _sessions(run_dir).values()}
-    expected = {"trial 000 · study-s": ("complete", 1.0), "trial 001 · study-s": ("pruned", 0.0),
-                "trial 002 · study-s": ("failed", -1.0)}  # fmt: skip
-    for name, (state, code_value) in expected.items():
-        task, events = tasks[name]
-        assert state in task["tags"] and task["comment"].startswith(state)
+    expected = {0: ("complete", 1.0), 1: ("pruned", 0.0), 2: ("failed", -1.0),
+                3: ("interrupted", -2.0), 4: ("interrupted", -2.0)}  # fmt: skip
+    assert len(tasks) == 1 + len(expected)
+    for number, (state, code_value) in expected.items():
+        task, events = tasks[f"trial {number:03d} · study-s"]
+        assert state in task["tags"] and task["comment"].startswith(state), task["comment"]
         values = [e["value"] for e in events if e.get("variant", "").startswith("state")]
         assert values == [code_value]
-    assert "loss is nan" in tasks["trial 002 · study-s"][0]["comment"]
+    assert tasks["trial 002 · study-s"][0]["comment"] == "failed: ValueError: loss is nan"
+    assert tasks["trial 001 · study-s"][0]["comment"] == "pruned: pruned after epoch 1"
+
+
+def test_trial_outcome_rule() -> None:
+    """The one rule behind the objective's bookkeeping and TrialTracker.__exit__."""
+    assert trackers.trial_outcome(None) == ("complete", None)
+    assert trackers.trial_outcome(optuna.TrialPruned("why")) == ("pruned", "why")
+    assert trackers.trial_outcome(KeyboardInterrupt()) == ("interrupted", None)
+    assert trackers.trial_outcome(SystemExit(130)) == ("interrupted", None)
+    for storage_error in (optuna.exceptions.StorageInternalError("db gone"),
+                          optuna.exceptions.UpdateFinishedTrialError("failed elsewhere")):
+        assert trackers.trial_outcome(storage_error) == ("interrupted", None)
+    state, reason = trackers.trial_outcome(RuntimeError("x" * 1000))
+    assert state == "failed" and reason is not None and reason.startswith("RuntimeError: x")
+    assert len(reason) == 500
 
 
 def test_mode_off_imports_nothing_and_writes_nothing(clean_env: Path) -> None:

@@ -182,10 +182,10 @@ def _dvc_directory_md5(root: Path) -> tuple[str, int, int]:
     return hashlib.md5(listing).hexdigest() + ".dir", len(entries), size
 
 
-def test_a_fresh_generation_matches_data_dvc(tmp_path: Path) -> None:
+def test_a_fresh_generation_matches_data_dvc(phantom_data: Path) -> None:
+    """phantom_data (conftest): this session's ``generate_dataset(root, PhantomSpec())``."""
     out = yaml.safe_load((REPO_ROOT / "data.dvc").read_text())["outs"][0]
-    generate_dataset(tmp_path / "data")
-    md5, nfiles, size = _dvc_directory_md5(tmp_path / "data")
+    md5, nfiles, size = _dvc_directory_md5(phantom_data)
     assert (md5, nfiles, size) == (out["md5"], out["nfiles"], out["size"])
     # ensure-data regenerates only what hashes to this constant: it must be data.dvc's.
     assert md5 == PHANTOM_DATA_MD5

@@ -36,7 +36,7 @@ ERROR_PROBE = ("<script>window.addEventListener('error',function(e){var h=docume
 
 @pytest.mark.slow
 def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project: Any) -> None:
-    project = make_project({"select.top_k": 2, "select.seeds": 2})
+    project = make_project()  # TINY: 2 trials, each re-run with a second seed
     for stage in ("prepare", "tune", "train_best", "evaluate", "report"):
         project.run(stage)
     root = project.root
@@ -86,6 +86,23 @@ def test_trials_round_trip_through_the_tune_csv() -> None:
     assert [t.number for t in back] == [t.number for t in study.trials]
     assert [t.params for t in back] == [t.params for t in study.trials]
     assert [t.value for t in back] == [t.value for t in study.trials]
+
+
+def test_the_report_and_the_optimizer_task_share_their_figure_builders() -> None:
+    """One parcoords and one importance chart: the report's interactive page draws the
+    same figures the ClearML optimizer task shows (complete trials, the report's axes)."""
+    from xray_hpo.reporting.figures import _plotly_figures
+    from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
+
+    study = _study()
+    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
+    figures = _plotly_figures(study, importances)
+    parcoords = figures["parallel_coordinates"]
+    assert parcoords == parallel_coordinates_figure(study.trials, params=list(HYPERPARAMETERS))
+    assert [d.label for d in parcoords.data[0].dimensions] == [*HYPERPARAMETERS, "val accuracy"]
+    assert parcoords.data[0].type == "parcoords"
+    assert figures["importance"] == importance_figure(importances)
+    assert list(figures["importance"].data[0].y) == list(reversed(HYPERPARAMETERS))
 
 
 def render(html: Path) -> tuple[str, list[str]]:

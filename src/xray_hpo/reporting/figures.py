@@ -59,20 +59,19 @@ def top_params(importances: Mapping[str, float], k: int = SLICE_PARAMS) -> list[
 
 
 def _plotly_figures(study: Any, importances: Mapping[str, float]) -> dict[str, Any]:
-    import plotly.graph_objects as go
     from optuna import visualization as vis
+    from optuna.trial import TrialState
 
-    ordered = sorted(importances.items(), key=lambda kv: (kv[1], kv[0]))
-    bars = go.Figure(go.Bar(x=[v for _, v in ordered], y=[k for k, _ in ordered],
-                            orientation="h"))
-    bars.update_layout(title="Hyperparameter importance (fANOVA)", xaxis_title="importance")
+    from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
+
     names = [n for n in HYPERPARAMETERS if n in importances]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     return {
         "optimization_history": vis.plot_optimization_history(study, target_name=TARGET),
-        "parallel_coordinates": vis.plot_parallel_coordinate(study, params=names,
-                                                              target_name=TARGET),
+        # The ClearML task's builders: a real parcoords trace (Optuna's draws scatter lines).
+        "parallel_coordinates": parallel_coordinates_figure(complete, params=names),
         "slice": vis.plot_slice(study, params=top_params(importances), target_name=TARGET),
-        "importance": bars,
+        "importance": importance_figure(importances),
     }
 
 

@@ -86,19 +86,25 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return [list(columns), *([_round(r.get(c, "")) for c in columns] for r in rows)]
 
 
-def parallel_coordinates_figure(trials: Sequence[optuna.trial.FrozenTrial]) -> go.Figure:
-    """A plotly Parcoords: one axis per hyperparameter, then val accuracy; lines coloured by val
-    accuracy. Complete trials plus pruned ones at their best epoch (heavy pruning would leave
-    the plot nearly empty otherwise). Log-scaled params get a log10 axis with real-value ticks,
-    categorical ones an index axis labelled with the choices. (Optuna 5's own
-    plot_parallel_coordinate draws scatter traces, which ClearML shows as a plain line plot.)"""
+def parallel_coordinates_figure(
+    trials: Sequence[optuna.trial.FrozenTrial], params: Sequence[str] | None = None
+) -> go.Figure:
+    """A plotly Parcoords: one axis per hyperparameter (``params``, default every one sampled),
+    then val accuracy; lines coloured by val accuracy. One line per complete trial and per
+    pruned one at its best epoch (the optimizer task passes both: heavy pruning would leave
+    the plot nearly empty otherwise; the report passes complete ones). Log-scaled params get
+    a log10 axis with real-value ticks, categorical ones an index axis labelled with the
+    choices. (Optuna 5's own plot_parallel_coordinate draws scatter traces, which ClearML
+    shows as a plain line plot.) The ClearML task and the report's HTML page both use it."""
     import plotly.graph_objects as go
     from optuna.distributions import CategoricalDistribution
 
     ranked = ranked_trials(trials)
     dimensions = []
-    for name in param_names(ranked):
-        dist = next(t.distributions[name] for t in ranked if name in t.distributions)
+    for name in param_names(ranked) if params is None else params:
+        dist = next((t.distributions[name] for t in ranked if name in t.distributions), None)
+        if dist is None:
+            continue  # no trial sampled it: no axis
         raw = [t.params.get(name) for t in ranked]
         if isinstance(dist, CategoricalDistribution):
             choices = list(dist.choices)
@@ -114,7 +120,8 @@ def parallel_coordinates_figure(trials: Sequence[optuna.trial.FrozenTrial]) -> g
         dimensions.append({"label": name, "values": values, **ticks})
     accuracy = [trial_accuracy(t) for t in ranked]
     dimensions.append({"label": "val accuracy", "values": accuracy})
-    line = {"color": accuracy, "colorscale": "Viridis", "showscale": True,
+    # Optuna's scale, as in the report's PNG of the same plot: darker is better.
+    line = {"color": accuracy, "colorscale": "Blues", "showscale": True,
             "colorbar": {"title": {"text": "val accuracy"}}}  # fmt: skip
     fig = go.Figure(go.Parcoords(line=line, dimensions=dimensions))
     fig.update_layout(title="parallel coordinates (coloured by val accuracy)")
@@ -122,11 +129,12 @@ def parallel_coordinates_figure(trials: Sequence[optuna.trial.FrozenTrial]) -> g
 
 
 def importance_figure(importances: Mapping[str, float]) -> go.Figure:
+    """Horizontal bars, largest on top (ties by name): for the ClearML task and the report."""
     import plotly.graph_objects as go
 
-    ordered = sorted(importances.items(), key=lambda kv: kv[1])  # largest bar on top
+    ordered = sorted(importances.items(), key=lambda kv: (kv[1], kv[0]))
     fig = go.Figure(go.Bar(x=[v for _, v in ordered], y=[k for k, _ in ordered], orientation="h"))
-    fig.update_layout(title="hyperparameter importance", xaxis_title="importance")
+    fig.update_layout(title="Hyperparameter importance (fANOVA)", xaxis_title="importance")
     return fig
 
 

@@ -254,12 +254,7 @@ class TrialTracker(_Tracker):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.close("complete")
-        elif type(exc).__name__ == "TrialPruned":
-            self.close("pruned", str(exc) or None)
-        else:
-            self.close("failed", f"{type(exc).__name__}: {exc}")
+        self.close(*trial_outcome(exc))
 
     @_guarded
     def log_epoch(self, stats: EpochStats) -> None:
@@ -284,6 +279,28 @@ class TrialTracker(_Tracker):
             self.logger.report_single_value(name="best val accuracy", value=self._best)
         if state == "failed" and self.mode == "online":
             self._task.mark_failed(status_reason=mask(reason or "failed"), force=True)
+
+
+def trial_outcome(exc: BaseException | None) -> tuple[str, str | None]:
+    """(state, reason) of a trial whose ``with`` block ended with ``exc``: the one rule the
+    tune objective stores and a trial's task shows.
+
+    Interrupted says nothing about the configuration: Ctrl-C or SIGTERM (KeyboardInterrupt,
+    SystemExit), or a storage error (the database went away, or another process failed the
+    trial when its heartbeat looked stale). Any other exception is a failure of the trial.
+    """
+    if exc is None:
+        return "complete", None
+    if not isinstance(exc, Exception):
+        return "interrupted", None
+    import optuna  # loaded already wherever a trial runs
+
+    if isinstance(exc, optuna.TrialPruned):
+        return "pruned", str(exc) or None
+    if isinstance(exc, (optuna.exceptions.UpdateFinishedTrialError,
+                        optuna.exceptions.StorageInternalError)):
+        return "interrupted", None
+    return "failed", f"{type(exc).__name__}: {exc}"[:500]
 
 
 class RunTracker(_Tracker):

@@ -70,15 +70,15 @@ class Selection:
 
     def metrics(self) -> dict[str, Any]:
         best_single = self.results[0]
-        return {
-            "method": METHOD,
-            "top_k": self.top_k,
-            "n_seeds": self.n_seeds,
+        return {  # the choice first: `dvc exp show` lists the keys in this order
             "chosen_trial": self.chosen.candidate.trial,
             "chosen_val_accuracy_mean": round(self.chosen.mean, 6),
             "chosen_val_accuracy_std": round(self.chosen.std, 6),
-            "tune_best_trial": best_single.candidate.trial,
             "changed_by_reseeding": self.chosen is not best_single,
+            "tune_best_trial": best_single.candidate.trial,
+            "method": METHOD,
+            "top_k": self.top_k,
+            "n_seeds": self.n_seeds,
             "candidates": [r.as_dict() for r in self.results],
         }
 

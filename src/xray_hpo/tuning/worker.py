@@ -10,6 +10,7 @@ The same loop serves local workers (spawned by the tune stage) and remote ones
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
@@ -84,47 +85,51 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         finally:
             reporting_s[0] += time.perf_counter() - started
 
-    def close_tracker(state: str, reason: str | None = None) -> None:
-        if tracker is not None:
-            tracker.close(state, reason)
-
-    def record(state: str, reason: str | None = None) -> None:
-        if history:
-            best = max(history, key=lambda s: (s.val_acc, -s.val_loss, -s.epoch))
-            trial.set_user_attr("val_loss", best.val_loss)
-            trial.set_user_attr("best_epoch", best.epoch)
-            trial.set_user_attr("best_val_acc", best.val_acc)
-        trial.set_user_attr("epochs_run", len(history))
-        close_tracker(state, reason)
-
-    try:
-        hparams = suggest_hparams(trial, ctx.space)
-        tracker = TrialTracker(ctx.study.study_name, trial.number, asdict(hparams))
-        started = time.perf_counter()
-        result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
-                       device=ctx.device, on_epoch=on_epoch)
-        trial.set_user_attr(studies.ATTR_TRAIN_S,
-                            round(time.perf_counter() - started - reporting_s[0], 4))
-    except optuna.TrialPruned as exc:
-        trial.set_user_attr("prune_reason", str(exc))
-        record("pruned", str(exc))
-        raise
-    except (optuna.exceptions.UpdateFinishedTrialError, optuna.exceptions.StorageInternalError):
-        # The storage failed, or another process failed this trial (its heartbeat looked
-        # stale): that says nothing about the configuration, so no fail_reason.
-        close_tracker("interrupted")
-        raise
-    except Exception as exc:  # any failure of this configuration is a result, not a crash
-        reason = f"{type(exc).__name__}: {exc}"[:500]
-        trial.set_user_attr("fail_reason", reason)
-        record("failed", reason)
-        raise
-    except BaseException:  # interrupted: no fail_reason, so the trial is replaced next run
-        trial.set_user_attr("interrupted", True)
-        close_tracker("interrupted")
-        raise
-    record("complete")
+    # The trial's task is the tracker's context: its __exit__ reports the outcome (the same
+    # code the tracking tests drive). The stack closes it last, after storage has the
+    # outcome, so a slow close cannot delay what decides the budget.
+    with contextlib.ExitStack() as stack:
+        try:
+            hparams = suggest_hparams(trial, ctx.space)
+            tracker = stack.enter_context(
+                TrialTracker(ctx.study.study_name, trial.number, asdict(hparams)))
+            started = time.perf_counter()
+            result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
+                           device=ctx.device, on_epoch=on_epoch)
+            trial.set_user_attr(studies.ATTR_TRAIN_S,
+                                round(time.perf_counter() - started - reporting_s[0], 4))
+        except BaseException as exc:
+            _record_outcome(trial, history, exc)
+            raise
+        _record_outcome(trial, history, None)
     return result.best_val_acc
+
+
+def _record_outcome(trial: optuna.Trial, history: list[Any], exc: BaseException | None) -> None:
+    """Store how the trial ended, as its tracker reports it (:func:`trial_outcome`).
+
+    Failed (any error of this configuration) is a result and carries ``fail_reason``.
+    Interrupted (Ctrl-C, SIGTERM) carries no fail_reason, so the trial is replaced next run;
+    after a storage error (the storage failed, or another process failed this trial when
+    its heartbeat looked stale) nothing more is written to it.
+    """
+    from xray_hpo.tracking.trackers import trial_outcome
+
+    state, reason = trial_outcome(exc)
+    if state == "interrupted":
+        if not isinstance(exc, Exception):
+            trial.set_user_attr("interrupted", True)
+        return
+    if state == "pruned":
+        trial.set_user_attr("prune_reason", str(exc))
+    elif state == "failed":
+        trial.set_user_attr("fail_reason", reason)
+    if history:
+        best = max(history, key=lambda s: (s.val_acc, -s.val_loss, -s.epoch))
+        trial.set_user_attr("val_loss", best.val_loss)
+        trial.set_user_attr("best_epoch", best.epoch)
+        trial.set_user_attr("best_val_acc", best.val_acc)
+    trial.set_user_attr("epochs_run", len(history))
 
 
 def stuck_at_chance(history: list[Any], after: int, chance_acc: float) -> bool:
