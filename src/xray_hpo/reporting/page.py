@@ -1,11 +1,8 @@
-"""The results page a person reads top to bottom: ``reports/index.md`` with PNG figures.
-
-Order: the data, the chosen hyperparameters, validation and test accuracy with intervals,
-the importance ranking in words, the robust-selection table, the top-10 trials, the
-figures, then where the training curves, the confusion matrix and the ClearML tasks are,
-and last what the model looked at (Grad-CAM gallery, ``reporting.gallery``).
-Everything comes from files DVC tracks; nothing depends on the clock, so ``dvc repro -f``
-rewrites identical bytes.
+"""The results page: ``reports/index.md`` with PNG figures. Order: data, chosen hyperparameters,
+val/test accuracy with intervals (clinical metrics, calibration, robustness:
+``reporting.clinical``), importance, robust selection, top-10 trials, figures, where curves
+and ClearML tasks are, the Grad-CAM gallery (``reporting.gallery``). Only DVC-tracked inputs,
+no clock: ``dvc repro -f`` rewrites identical bytes.
 """
 
 from __future__ import annotations
@@ -53,11 +50,15 @@ class Inputs:
     predictions: Path = Path("plots/test_predictions.csv")
     model: Path = Path("models/model.pt")  # the Grad-CAM gallery's model and images
     test_images: Path = Path("prepared/test.npz")
+    robustness: Path = Path("metrics/robustness.json")
+    reliability: Path = Path("plots/reliability.csv")
+    import_report: Path = Path("data/import_report.json")  # optional: imports write it
 
 
 _MADE_BY = {"data_metrics": "prepare", "best_params": "tune", "tune": "tune",
             "importance": "tune", "selection": "tune", "train": "train_best",
             "evaluate": "evaluate", "trials": "tune", "predictions": "evaluate",
+            "robustness": "evaluate", "reliability": "evaluate",
             "manifest": "xray-hpo make-data / import", "model": "train_best",
             "test_images": "prepare"}
 
@@ -78,6 +79,7 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
                  out_dir: Path = REPORT_DIR) -> Path:
     """Write ``out_dir/index.md``, ``out_dir/figures/*.png`` and ``out_dir/figures.html``."""
     from xray_hpo.atomic import atomic_write_text
+    from xray_hpo.reporting import clinical
     from xray_hpo.reporting.figures import write_figures
     from xray_hpo.reporting.gallery import build_gallery
     from xray_hpo.tuning.trials import trials_from_csv
@@ -85,7 +87,8 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
     def load_json(name: str) -> dict[str, Any]:
         return json.loads(_read(inputs, name, root))
 
-    sources = data_sources(_read(inputs, "manifest", root))
+    manifest = _read(inputs, "manifest", root)
+    sources = data_sources(manifest)
     data = load_json("data_metrics")
     best = yaml.safe_load(_read(inputs, "best_params", root)) or {}
     tune, importance = load_json("tune"), load_json("importance")
@@ -95,6 +98,8 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
     importances = {k: float(v) for k, v in importance["importance"].items()}
     gallery = build_gallery(_require(inputs, "model", root), _require(inputs, "test_images", root),
                             root / out_dir / "figures")
+    robustness, reliability = load_json("robustness"), _read(inputs, "reliability", root)
+    protocol = clinical.split_protocol(manifest, root / inputs.import_report, sources)
 
     figures = write_figures(trials, importances, root / out_dir / "figures",
                             root / out_dir / "figures.html", extra_html=gallery.html)
@@ -104,7 +109,8 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
         "it on the same inputs rewrites the same bytes.",
         data_section(sources, data),
         best_section(best, selection, config),
-        accuracy_section(best, train, evaluation, data),
+        accuracy_section(best, train, evaluation, data, protocol),
+        *clinical.sections(evaluation, robustness, reliability, protocol),
         importance_section(importance),
         selection_section(selection),
         top_trials_section(trials, tune, config),
@@ -222,7 +228,8 @@ def wilson(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, fl
 
 
 def accuracy_section(best: Mapping[str, Any], train: Mapping[str, Any],
-                     evaluation: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+                     evaluation: Mapping[str, Any], data: Mapping[str, Any],
+                     protocol: str = "") -> str:
     counts = data.get("counts", {})
     n_val = sum(int(v) for v in counts.get("val", {}).values())
     conf = float(evaluation.get("confidence", 0.95))
@@ -245,7 +252,8 @@ def accuracy_section(best: Mapping[str, Any], train: Mapping[str, Any],
     lines += [
         f"| **test** | **{_pct(test_acc)}** | {_pct(evaluation.get('accuracy_ci_low'))} – "
         f"{_pct(evaluation.get('accuracy_ci_high'))} | bootstrap, n = "
-        f"{evaluation.get('n_test', '?')} |", "",
+        f"{evaluation.get('n_test', '?')}" + (f"; split: {protocol}" if protocol else "")
+        + " |", "",
         f"Macro F1 on test: {_fmt(evaluation.get('macro_f1'))}. "
         f"With {n_val} validation images one image is {_pct(1 / n_val if n_val else math.nan)}"
         " of accuracy, so differences of a few points between trials are within noise.",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,24 +13,14 @@ from sklearn.metrics import (
 )
 
 from xray_hpo.data.manifest import CLASSES
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
+from xray_hpo.evaluation.bootstrap import Interval, bootstrap_draws, bootstrap_mean
 
 
 def bootstrap_accuracy(y_true: np.ndarray, y_pred: np.ndarray, *, samples: int,
                        confidence: float, seed: int) -> Interval:
     """Percentile bootstrap over test images: how much the accuracy could move by luck."""
-    rng = np.random.default_rng(seed)
-    correct = (y_true == y_pred).astype(np.float64)
-    draws = rng.integers(0, len(correct), size=(samples, len(correct)))
-    accuracies = correct[draws].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(accuracies, [tail, 1.0 - tail])
-    return Interval(float(low), float(high))
+    draws = bootstrap_draws(len(y_true), samples=samples, seed=seed)
+    return bootstrap_mean(y_true == y_pred, draws, confidence)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, samples: int,
@@ -42,15 +31,16 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, *, samples: i
     interval = bootstrap_accuracy(y_true, y_pred, samples=samples, confidence=confidence,
                                   seed=seed)
     return {
-        "accuracy": _r(accuracy_score(y_true, y_pred)),
-        "accuracy_ci_low": _r(interval.low),
-        "accuracy_ci_high": _r(interval.high),
+        "accuracy": rounded(accuracy_score(y_true, y_pred)),
+        "accuracy_ci_low": rounded(interval.low),
+        "accuracy_ci_high": rounded(interval.high),
         "confidence": confidence,
-        "macro_f1": _r(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": rounded(f1_score(y_true, y_pred, labels=labels, average="macro",
+                                     zero_division=0)),
         "n_test": len(y_true),
         "per_class": {
-            cls: {"precision": _r(precision[i]), "recall": _r(recall[i]), "f1": _r(f1[i]),
-                  "support": int(support[i])}
+            cls: {"precision": rounded(precision[i]), "recall": rounded(recall[i]),
+                  "f1": rounded(f1[i]), "support": int(support[i])}
             for i, cls in enumerate(CLASSES)
         },
     }
@@ -60,6 +50,8 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> list[list[int]]:
     return confusion_matrix(y_true, y_pred, labels=list(range(len(CLASSES)))).tolist()
 
 
-def _r(value: float) -> float:
-    # Rounded so the JSON is stable and readable; 6 places is far below one test image.
-    return round(float(value), 6)
+def rounded(value: float) -> float | None:
+    """6 places, so the JSON is stable and readable (far below one test image); an undefined
+    metric (NaN: e.g. PPV of a class never predicted) is null, which JSON can hold."""
+    value = float(value)
+    return None if not np.isfinite(value) else round(value, 6)
