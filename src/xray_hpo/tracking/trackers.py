@@ -1,18 +1,10 @@
 """ClearML tracking: one optimizer task per study, one training task per trial, runs for the
 final training and the evaluation.
 
-Process model (why trials live in worker processes): ClearML keeps ONE open task per
-process (``Task.init`` while another task is open raises). The tune coordinator holds the
-optimizer task for the whole study, so every trial task is opened in a worker process
-(spawned with :func:`worker_environment`), one after another: open, log epochs, close.
-
-Modes (``XRAY_HPO_CLEARML`` = off | offline | online | auto): ``auto`` logs online when
-ClearML credentials are configured and offline (the SDK's own offline mode, session
-files under ``runs/clearml/<run>/``) otherwise. ``off`` never imports clearml. Tracking
-never changes results and never stops a run: an unreachable server or rejected
-credentials degrade to offline with one warning.
-
-Nothing here runs at import time; clearml is imported lazily on the first tracker.
+The process model (why trials live in worker processes) and the tracking modes are
+described in :mod:`xray_hpo.tracking.settings`, which owns them. Tracking never changes
+results and never stops a run. Nothing here runs at import time; clearml is imported
+lazily on the first tracker.
 """
 
 from __future__ import annotations
