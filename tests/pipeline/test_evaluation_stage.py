@@ -25,7 +25,7 @@ def test_evaluate_writes_clinical_metrics_and_robustness_reproducibly(make_proje
     first = {name: (root / name).read_bytes() for name in OUTPUTS}
 
     evaluation = json.loads(first["metrics/eval.json"])
-    assert list(evaluation)[:3] == ["accuracy", "accuracy_ci_high", "accuracy_ci_low"]
+    assert list(evaluation)[:3] == ["accuracy", "accuracy_ci_low", "accuracy_ci_high"]
     for cls in ("normal", "bacterial", "viral"):
         entry = evaluation["clinical"]["per_class"][cls]
         for name in ("sensitivity", "specificity", "ppv", "npv", "auc"):
