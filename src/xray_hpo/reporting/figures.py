@@ -21,7 +21,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from xray_hpo.atomic import atomic_path, atomic_write_text
-from xray_hpo.config import HYPERPARAMETERS
+from xray_hpo.config import ALL_HYPERPARAMETERS
 
 TARGET = "val accuracy"
 SLICE_PARAMS = 3  # slices of the k most important hyperparameters
@@ -64,7 +64,7 @@ def _plotly_figures(study: Any, importances: Mapping[str, float]) -> dict[str, A
 
     from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
 
-    names = [n for n in HYPERPARAMETERS if n in importances]
+    names = [n for n in ALL_HYPERPARAMETERS if n in importances]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     return {
         "optimization_history": vis.plot_optimization_history(study, target_name=TARGET),
@@ -83,7 +83,7 @@ def _matplotlib_figures(study: Any, importances: Mapping[str, float]) -> dict[st
     import numpy as np
     from optuna.visualization import matplotlib as mvis
 
-    names = [n for n in HYPERPARAMETERS if n in importances]
+    names = [n for n in ALL_HYPERPARAMETERS if n in importances]
     figures = {}
     ax = mvis.plot_optimization_history(study, target_name=TARGET)
     figures["optimization_history"] = ax.get_figure()

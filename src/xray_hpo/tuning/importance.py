@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from xray_hpo.config import HYPERPARAMETERS
+from xray_hpo.config import HYPERPARAMETERS, searched
 
 IMPORTANCE_SEED = 0  # fANOVA's forest; fixed so `dvc repro -f` gives identical numbers
 METHOD = "fanova"
@@ -67,7 +67,9 @@ def study_importances(study: optuna.Study, n_trials: int,
     """Importances over the first ``n_trials`` counted trials of a stored study."""
     from xray_hpo.tuning.study import budget_trials
 
-    return param_importances(budget_trials(study, n_trials), seed=seed)
+    trials = budget_trials(study, n_trials)
+    names = searched(name for t in trials for name in t.params)
+    return param_importances(trials, seed=seed, names=names)
 
 
 def importance_metrics(importances: Mapping[str, float], trials: Sequence[FrozenTrial],

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         try:
             hparams = suggest_hparams(trial, ctx.space)
             tracker = stack.enter_context(
-                TrialTracker(ctx.study.study_name, trial.number, asdict(hparams)))
+                TrialTracker(ctx.study.study_name, trial.number, hparams.as_dict()))
             started = time.perf_counter()
             result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                            device=ctx.device, on_epoch=on_epoch)
@@ -153,7 +153,8 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
             raise SystemExit(f"{prepared_dir / f'{split}.npz'}: sha256 {actual[:12]} differs "
                              f"from the study's data {expected[:12]}; run prepare on the same "
                              f"data version (dvc pull / dvc repro prepare)")
-    train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
+    train_config = TrainConfig.from_mapping({**spec["train"], "num_threads": threads},
+                                            "study spec: train")
     device = configure_torch(train_config)
     data = load_splits(prepared_dir, "train", "val")
     labels = data["val"].labels
