@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -82,7 +80,7 @@ def test_flip_only_when_asked() -> None:
     flips = [draw_geometry(32, SETTINGS, 1.0, augmentation_generator(0, e)).flip
              for e in range(40)]
     assert not any(flips)
-    flipping = dataclasses.replace(SETTINGS, horizontal_flip=True)
+    flipping = SETTINGS.model_copy(update={"horizontal_flip": True})
     flips = [draw_geometry(32, flipping, 1.0, augmentation_generator(0, e)).flip
              for e in range(40)]
     assert any(flips) and not all(flips)
@@ -125,6 +123,6 @@ def test_augmentation_changes_training_and_off_matches_the_original() -> None:
     assert off.history == plain.history
     assert on.history[0].train_loss != plain.history[0].train_loss
     # A trial's augment_strength overrides train.augment.strength.
-    searched = train(dataclasses.replace(hp, augment_strength=0.8), TrainConfig(epochs=2, seed=1),
+    searched = train(hp.model_copy(update={"augment_strength": 0.8}), TrainConfig(epochs=2, seed=1),
                      _toy(48, 1), _toy(24, 2))
     assert searched.history == on.history

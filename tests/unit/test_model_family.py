@@ -96,11 +96,12 @@ def test_batchnorm_and_widths_train_save_and_predict(tmp_path: Path, phantom_dat
 
 
 def test_default_hparams_keep_five_keys_and_extended_ones_round_trip() -> None:
-    default = HParams(64, 32, 0.1, 0.01, 4)
+    default = HParams(lin1_size=64, lin2_size=32, p_dropout=0.1, lr=0.01, batch_size=4)
     assert list(default.as_dict()) == list(HYPERPARAMETERS)
-    wide = dataclasses.replace(default, conv1_width=12, batch_norm=True, augment_strength=0.3)
+    wide = default.model_copy(update={"conv1_width": 12, "batch_norm": True,
+                                      "augment_strength": 0.3})
     assert wide.as_dict()["conv1_width"] == 12 and wide.as_dict()["batch_norm"] is True
-    assert HParams.from_mapping(wide.as_dict(), "test") == wide
+    assert HParams.model_validate(wide.as_dict()) == wide
 
 
 def test_the_extended_space_validates_and_samples(raw: dict[str, Any]) -> None:
@@ -133,6 +134,7 @@ def test_the_extended_space_validates_and_samples(raw: dict[str, Any]) -> None:
     [
         (lambda r: r["train"]["augment"].update(strength=1.5),
          "train.augment.strength: expected a number in [0, 1], got 1.5"),
+        (lambda r: r["tune"].update(extended=True, extension={}), "tune.extension"),
         (lambda r: r["train"]["augment"].update(rotation_degrees=-3),
          "train.augment.rotation_degrees: expected a number in [0, 45]"),
         (lambda r: r["train"]["augment"].update(noise_std="loud"),

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
+from xray_hpo.config import ParamSpec, PrunerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
 
@@ -39,7 +39,7 @@ class SurplusTrial(Exception):
 class WorkerContext:
     study: optuna.Study
     train_config: TrainConfig
-    space: dict[str, Any]
+    space: dict[str, ParamSpec]
     train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
     val_data: Any
     device: Any
@@ -143,7 +143,8 @@ def stuck_at_chance(history: list[Any], after: int, chance_acc: float) -> bool:
             and max(s.val_acc for s in history) <= chance_acc + 1e-9)
 
 
-def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> WorkerContext:
+def load_context(study: optuna.Study, settings: studies.StudySettings,
+                 prepared_dir: Path) -> WorkerContext:
     from xray_hpo.training import configure_torch, load_splits
 
     spec = study.user_attrs[studies.ATTR_SPEC]
@@ -153,15 +154,14 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
             raise SystemExit(f"{prepared_dir / f'{split}.npz'}: sha256 {actual[:12]} differs "
                              f"from the study's data {expected[:12]}; run prepare on the same "
                              f"data version (dvc pull / dvc repro prepare)")
-    train_config = TrainConfig.from_mapping({**spec["train"], "num_threads": threads},
-                                            "study spec: train")
+    train_config = settings.train
     device = configure_torch(train_config)
     data = load_splits(prepared_dir, "train", "val")
     labels = data["val"].labels
     chance_acc = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
-    return WorkerContext(study, train_config, studies.space_from_spec(spec),
+    return WorkerContext(study, train_config, settings.search_space,
                          data["train"], data["val"], device,
-                         pruner=PrunerConfig(**spec["pruner"]), chance_acc=chance_acc)
+                         pruner=settings.pruner, chance_acc=chance_acc)
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
@@ -175,14 +175,15 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
         _die_with_parent(parent_pid)
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
-    spec = probe.user_attrs[studies.ATTR_SPEC]
+    settings = studies.settings_from_spec(probe.user_attrs[studies.ATTR_SPEC], study_name,
+                                          num_threads=threads)
     study = optuna.load_study(
         study_name=study_name, storage=storage,
-        sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
+        sampler=studies.make_sampler(settings.sampler, worker_index,
                                      n_existing=len(probe.get_trials(deepcopy=False))),
-        pruner=studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"]),
+        pruner=studies.make_pruner(settings.pruner, settings.train.epochs),
     )
-    ctx = load_context(study, prepared_dir, threads)
+    ctx = load_context(study, settings, prepared_dir)
     ran = 0
     last_lost_check = -math.inf
     while True:
