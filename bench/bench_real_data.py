@@ -102,6 +102,18 @@ NOTES = {
          "same 10-epoch trial took from 2.4 s to 90 s, so the 911 s says little about speed. "
          "Torch threads were not recorded: the project copy was taken before the committed "
          "default changed from 0 (all cores) to 1, so most likely 0; it affects speed only.",
+    "noaug": "Run from commit 4ef21fe's tree (dataclass config; augmentation off, so the same "
+             "code path as today's default). The machine was loaded ~4x by other jobs.",
+    "aug": "Run from the merged pydantic tree (commit 3c19ec7 plus the bench's case list). "
+           "One fixed trial: noaug's chosen configuration, 6 epochs, seed 42, so "
+           "augmentation is the only difference from noaug's final model.",
+    "aug-mild": "As aug, at strength 0.25.",
+    "ext": "Five of the six trials (TPE's five random start-up points) stayed at the "
+           "majority-class accuracy (0.485) for two epochs and were stopped as diverged; "
+           "they drew learning rates of 0.0022 and up (all but one) with wider convolutions. "
+           "Only trial 5 (lr 0.0010) completed, so this is one configuration, not a search.",
+    "ext-b48": "The extended space with batch sizes {4, 8} only (batch size 2 with "
+               "augmentation stayed at chance in ext), 4 trials.",
     "b-quick": "The first case-b run, with a smaller tune (4 trials x 2 epochs, select top 1 "
                "x 1 seed); kept for comparison. The machine was quieter (load ~2.5).",
 }
