@@ -110,7 +110,7 @@ NOTES = {
     "aug-mild": "As aug, at strength 0.25.",
     "ext": "Five of the six trials (TPE's five random start-up points) stayed at the "
            "majority-class accuracy (0.485) for two epochs and were stopped as diverged; "
-           "they drew learning rates of 0.0022 and up (all but one) with wider convolutions. "
+           "all five drew learning rates of 0.0022 and up and a wider first convolution. "
            "Only trial 5 (lr 0.0010) completed, so this is one configuration, not a search.",
     "ext-b48": "The extended space with batch sizes {4, 8} only (batch size 2 with "
                "augmentation stayed at chance in ext), 4 trials.",
