@@ -86,8 +86,8 @@ CASES.update({
             "import": ["--all"],
             "params": {**SHRUNK, "tune.extended": True, "tune.n_trials": 6,
                        "select.top_k": 1, "select.seeds": 1}},
-    # Batch size 2 with augmentation stayed at chance in ext's first trials (see the results
-    # file): the same extended space with batch sizes 4 and 8 only.
+    # Most of ext's trials stayed at chance (see the results file): the same extended space
+    # with batch sizes 4 and 8 only.
     "ext-b48": {"title": "every image, extended space with batch size 4 or 8, 4 trials",
                 "import": ["--all"],
                 "params": {**SHRUNK, "tune.extended": True, "tune.n_trials": 4,
@@ -102,18 +102,19 @@ NOTES = {
          "same 10-epoch trial took from 2.4 s to 90 s, so the 911 s says little about speed. "
          "Torch threads were not recorded: the project copy was taken before the committed "
          "default changed from 0 (all cores) to 1, so most likely 0; it affects speed only.",
-    "noaug": "Run from commit 4ef21fe's tree (dataclass config; augmentation off, so the same "
-             "code path as today's default). The machine was loaded ~4x by other jobs.",
+    "noaug": "Run from main's tree at fc95237 with this bench's case list, before the "
+             "augmentation code existed: the old pipeline exactly (strength 0 is that "
+             "pipeline, byte for byte). The machine was loaded ~4x by other jobs.",
     "aug": "Run from the merged pydantic tree (commit 3c19ec7 plus the bench's case list). "
            "One fixed trial: noaug's chosen configuration, 6 epochs, seed 42, so "
            "augmentation is the only difference from noaug's final model.",
-    "aug-mild": "As aug, at strength 0.25.",
+    "aug-mild": "As aug, at strength 0.25.",  # ext and ext-b48 ran from the same tree
     "ext": "Five of the six trials (TPE's five random start-up points) stayed at the "
            "majority-class accuracy (0.485) for two epochs and were stopped as diverged; "
            "all five drew learning rates of 0.0022 and up and a wider first convolution. "
            "Only trial 5 (lr 0.0010) completed, so this is one configuration, not a search.",
-    "ext-b48": "The extended space with batch sizes {4, 8} only (batch size 2 with "
-               "augmentation stayed at chance in ext), 4 trials.",
+    "ext-b48": "A second look after ext, most of whose trials stayed at chance: the "
+               "extended space with batch sizes {4, 8} only, 4 trials.",
     "b-quick": "The first case-b run, with a smaller tune (4 trials x 2 epochs, select top 1 "
                "x 1 seed); kept for comparison. The machine was quieter (load ~2.5).",
 }
