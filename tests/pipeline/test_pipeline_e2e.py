@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",
            "plots/train_history.csv", "plots/test_predictions.csv", "plots/importance.csv",
-           "plots/tune_trials.csv", "reports/index.md")
+           "plots/tune_trials.csv", "plots/tune_curves.csv", "reports/index.md")
 
 
 @pytest.fixture(scope="module")

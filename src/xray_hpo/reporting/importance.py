@@ -92,11 +92,15 @@ def _other_view(importance: Mapping[str, Any]) -> str:
     details = importance.get("details", {})
     headline = importance.get("headline", COMMON)
     other = COMPLETE if headline == COMMON else COMMON
-    text = (f"The verdict uses {_view_words(details, headline)}, because "
-            f"{details.get('why_headline')}.")
     if headline == COMMON:
-        text += (" Accuracy that early measures how fast a configuration learns, which is "
-                 "what the pruner judged.")
+        text = (f"The verdict uses every counted trial, complete and pruned, valued at epoch "
+                f"{details[COMMON]['epoch']} (the last epoch all of them reached), because "
+                f"that is {details[COMMON]['trials']} trials against "
+                f"{details[COMMON]['complete']} complete ones. Accuracy that early measures "
+                "how fast a configuration learns, which is what the pruner judged.")
+    else:
+        text = (f"The verdict uses the {details[COMPLETE]['trials']} complete trials at their "
+                "best epoch (the objective itself): no common epoch holds more trials.")
     view = details.get(other)
     if view and view.get("trials", 0) >= 2:
         lead = view["fanova"]["leader"]

@@ -260,7 +260,8 @@ def importance_png(importance: Mapping[str, Any]) -> Any:
             ax.text(shares[n]["high"] + 0.01, y, f"{shares[n]['median']:.0%} "
                     f"(first {shares[n]['first_rate']:.0%})", va="center", fontsize=8)
     ax.set_yticks(range(len(names)), names, fontsize=10)
-    ax.set_xlim(0, 1.25)
+    ax.set_xlim(0, 1.22)  # room for the labels right of a 100% interval
+    ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     ax.set_xlabel("share of importance (median, bars: 95% interval)")
     ax.set_title(f"Hyperparameter importance ({where})", fontsize=11)

@@ -89,8 +89,7 @@ class ViewResult:
 @dataclass(frozen=True)
 class Assessment:
     views: dict[str, ViewResult]
-    headline: str  # the view the report's sentence uses
-    why: str  # why that view
+    headline: str  # the view the report's sentence uses: the one with more trials
 
     @property
     def main(self) -> ViewResult:
@@ -115,7 +114,6 @@ class Assessment:
             "resamples": N_RESAMPLES, "interval_percentiles": list(INTERVAL),
             "fanova_trees": N_TREES, "seed": IMPORTANCE_SEED,
             "pedanova_target_quantile": PED_TARGET_QUANTILE, "winner_rate": WINNER_RATE,
-            "why_headline": self.why,
             **{v.view: _view_details(v) for v in self.views.values()},
         }
         return flat
@@ -229,16 +227,10 @@ def assess(trials: Iterable[FrozenTrial] | optuna.Study, n_resamples: int = N_RE
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per resample's study
     listed = list(trials.trials if isinstance(trials, optuna.Study) else trials)
     views = {v: assess_view(listed, v, n_resamples, seed, n_trees) for v in (COMMON, COMPLETE)}
-    common, complete = views[COMMON], views[COMPLETE]
-    if common.n_trials > complete.n_trials:
-        headline = COMMON
-        why = (f"it has more trials: {common.n_trials}, complete and pruned, against "
-               f"{complete.n_trials} complete ones")
-    else:
-        headline = COMPLETE
-        why = (f"every counted trial completed ({complete.n_trials}), so the objective itself "
-               "(best epoch) is measured on as many trials as any epoch")
-    return Assessment(views, headline, why)
+    # More trials, more evidence; with no pruning both views hold every trial, and the
+    # objective itself (the best epoch) is then the better-founded value.
+    headline = COMMON if views[COMMON].n_trials > views[COMPLETE].n_trials else COMPLETE
+    return Assessment(views, headline)
 
 
 def study_assessment(study: optuna.Study, n_trials: int) -> Assessment:
