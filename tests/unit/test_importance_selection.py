@@ -15,8 +15,15 @@ from optuna.trial import TrialState, create_trial
 from conftest import REPO
 from xray_hpo.config import HYPERPARAMETERS, HParams, load_config
 from xray_hpo.reporting.importance import conclusion
-from xray_hpo.tuning.assessment import COMMON, COMPLETE, assess, common_epoch, shares_of
-from xray_hpo.tuning.importance import param_importances, study_importances
+from xray_hpo.tuning.assessment import (
+    COMMON,
+    COMPLETE,
+    assess,
+    common_epoch,
+    shares_of,
+    study_assessment,
+)
+from xray_hpo.tuning.importance import param_importances
 from xray_hpo.tuning.search_space import distributions, suggest_hparams
 from xray_hpo.tuning.selection import robust_select, top_candidates
 
@@ -48,10 +55,6 @@ def test_importances_cover_every_hyperparameter_sum_to_one_and_find_the_driver()
     assert param_importances(study.trials) == importances  # seeded: deterministic
 
 
-def test_importances_use_only_the_counted_budget() -> None:
-    study = lr_driven_study(30)
-    first = sorted(study.trials, key=lambda t: t.number)[:12]
-    assert study_importances(study, 12) == param_importances(first)
 
 
 def test_too_few_trials_give_uniform_importances() -> None:
@@ -152,6 +155,14 @@ def test_the_metrics_compare_flat_first_and_are_deterministic() -> None:
     low, high = details["fanova"]["lr"]["low"], details["fanova"]["lr"]["high"]
     assert low <= details["fanova"]["lr"]["median"] <= high
     assert json.dumps(assess(study, **FAST).metrics()) == json.dumps(metrics)
+
+
+def test_the_assessment_uses_only_the_counted_budget() -> None:
+    study = pruned_study(lr_alone, n_trials=16)
+    first = sorted(study.trials, key=lambda t: t.number)[:10]
+    counted = study_assessment(study, 10, **FAST)
+    assert counted.main.n_trials == 10
+    assert counted.metrics() == assess(first, **FAST).metrics()
 
 
 def _trial(number: int, value: float | None, lr: float,

@@ -233,11 +233,12 @@ def assess(trials: Iterable[FrozenTrial] | optuna.Study, n_resamples: int = N_RE
     return Assessment(views, headline)
 
 
-def study_assessment(study: optuna.Study, n_trials: int) -> Assessment:
+def study_assessment(study: optuna.Study, n_trials: int, n_resamples: int = N_RESAMPLES,
+                     n_trees: int = N_TREES) -> Assessment:
     """The assessment of the first ``n_trials`` counted trials of a stored study."""
     from xray_hpo.tuning.study import budget_trials
 
-    return assess(budget_trials(study, n_trials))
+    return assess(budget_trials(study, n_trials), n_resamples=n_resamples, n_trees=n_trees)
 
 
 def shares_of(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -64,14 +64,6 @@ def param_importances(trials: Sequence[FrozenTrial], *, seed: int = IMPORTANCE_S
     return dict(sorted(normalized.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def study_importances(study: optuna.Study, n_trials: int,
-                      seed: int = IMPORTANCE_SEED) -> dict[str, float]:
-    """Importances over the first ``n_trials`` counted trials of a stored study."""
-    from xray_hpo.tuning.study import budget_trials
-
-    return param_importances(budget_trials(study, n_trials), seed=seed)
-
-
 def importance_csv(importances: Mapping[str, float]) -> str:
     """The DVC bar plot's data: one row per hyperparameter, largest first."""
     lines = ["hyperparameter,importance"]
