@@ -39,7 +39,7 @@ class Figure:
 def figure_list(importance: Mapping[str, Any], epoch: int | None) -> list[Figure]:
     """The study's figures, captions naming the data they show (``importance``: the
     ``metrics/importance.json`` dict; ``epoch``: the common epoch of the trials)."""
-    at = f"at epoch {epoch}, the last epoch every trial reached" if epoch else "(final value)"
+    at = f"at epoch {epoch} (the last epoch every trial reached)" if epoch else "(final value)"
     return [
         Figure("optimization_history", "Optimization history",
                "Validation accuracy of each completed trial and the best so far."),
