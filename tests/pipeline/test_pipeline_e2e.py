@@ -84,7 +84,7 @@ def test_experiment_with_more_trials_continues_the_study(dvc_project: Path) -> N
     columns = header[header.index("parent") + 1:]
     assert columns[:3] == ["accuracy", "accuracy_ci_low", "accuracy_ci_high"], columns
     first = {name: columns.index(name) for name in ("macro_f1", "chosen_trial", "best_trial",
-                                                     "complete_trials")}
+                                                     "fanova_common_epoch.lr", "winner")}
     assert list(first.values()) == sorted(first.values()), first
     assert "tune.n_trials" in json.dumps(shown) or "n_trials" in json.dumps(shown)
     diff = run_command(root, "dvc", "params", "diff")
