@@ -150,6 +150,7 @@ def test_the_metrics_compare_flat_first_and_are_deterministic() -> None:
                                  "headline", "winner"]
     assert list(metrics["fanova_common_epoch"]) == list(HYPERPARAMETERS)
     assert all(0.0 <= v <= 1.0 for v in metrics["fanova_common_epoch"].values())
+    assert (metrics["details"]["resamples"], metrics["details"]["fanova_trees"]) == (12, 8)
     details = metrics["details"][COMMON]
     assert details["trials"] == 12 and details["epoch"] == 2
     low, high = details["fanova"]["lr"]["low"], details["fanova"]["lr"]["high"]

@@ -90,6 +90,9 @@ class ViewResult:
 class Assessment:
     views: dict[str, ViewResult]
     headline: str  # the view the report's sentence uses: the one with more trials
+    n_resamples: int = N_RESAMPLES
+    n_trees: int = N_TREES
+    seed: int = IMPORTANCE_SEED
 
     @property
     def main(self) -> ViewResult:
@@ -111,8 +114,8 @@ class Assessment:
         flat["headline"] = self.headline
         flat["winner"] = self.main.winner or "none"
         flat["details"] = {
-            "resamples": N_RESAMPLES, "interval_percentiles": list(INTERVAL),
-            "fanova_trees": N_TREES, "seed": IMPORTANCE_SEED,
+            "resamples": self.n_resamples, "interval_percentiles": list(INTERVAL),
+            "fanova_trees": self.n_trees, "seed": self.seed,
             "pedanova_target_quantile": PED_TARGET_QUANTILE, "winner_rate": WINNER_RATE,
             **{v.view: _view_details(v) for v in self.views.values()},
         }
@@ -230,7 +233,7 @@ def assess(trials: Iterable[FrozenTrial] | optuna.Study, n_resamples: int = N_RE
     # More trials, more evidence; with no pruning both views hold every trial, and the
     # objective itself (the best epoch) is then the better-founded value.
     headline = COMMON if views[COMMON].n_trials > views[COMPLETE].n_trials else COMPLETE
-    return Assessment(views, headline)
+    return Assessment(views, headline, n_resamples, n_trees, seed)
 
 
 def study_assessment(study: optuna.Study, n_trials: int, n_resamples: int = N_RESAMPLES,
