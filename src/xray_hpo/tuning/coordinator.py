@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
-from xray_hpo.tuning.importance import study_importances
+from xray_hpo.tuning.assessment import Assessment, study_assessment
 from xray_hpo.tuning.search_space import hparams_from_values
 
 
@@ -43,8 +43,10 @@ class TuneSummary:
     pruned: int
     failed: int
     worst_complete_value: float
-    # fANOVA importance of each hyperparameter over the counted trials (seeded).
+    # The headline importance shares (fANOVA medians over resamples), largest first, and
+    # the assessment behind them (both views, both evaluators; tuning.assessment).
     importances: dict[str, float] = field(default_factory=dict)
+    assessment: Assessment | None = None
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -99,8 +101,12 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
                                       worker_environment(tracker.id))
                        if already < target else [])
             _watch(study, target, workers, tracker, poll_s)
-            summary = summarize(study, target)
-            summary.importances.update(study_importances(study, target))
+            started = time.perf_counter()
+            assessment = study_assessment(study, target)
+            print(f"importance: {len(assessment.views)} views x 2 evaluators x resamples "
+                  f"took {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            summary = replace(summarize(study, target), importances=assessment.shares(),
+                              assessment=assessment)
             tracker.report_summary(study, importances=summary.importances)
     return summary
 
