@@ -79,9 +79,10 @@ def worker_threads(config: Config) -> int:
 
 def run_study(config: Config, storage_spec: str, prepared_dir: Path,
               poll_s: float = 0.5) -> TuneSummary:
-    from xray_hpo.tracking.settings import worker_environment
+    from xray_hpo.tracking.settings import resolve_mode, worker_environment
     from xray_hpo.tracking.trackers import OptimizerTracker
 
+    resolve_mode()  # a bad $XRAY_HPO_CLEARML is one line before the study is touched
     with sigterm_as_interrupt():  # workers are told to stop, trials marked interrupted
         study = prepare_study(config, storage_spec, prepared_dir)
         target = config.tune.n_trials
