@@ -78,6 +78,10 @@ def file_problem(path: Path) -> str | None:
     return f"not a regular file: {kind}"
 
 
+class ImageTooLarge(ValueError):
+    """An image header claims more pixels than MAX_PIXELS; the message says how many."""
+
+
 def check_header(image: Image.Image) -> None:
     """Refuse an image whose header claims more than MAX_PIXELS, before it is decoded."""
     width, height = image.size
@@ -85,10 +89,6 @@ def check_header(image: Image.Image) -> None:
         raise ImageTooLarge(f"header claims {width}x{height} pixels "
                             f"({width * height / 1e6:.0f} MP), over the "
                             f"{MAX_PIXELS // 1_000_000} MP limit")
-
-
-class ImageTooLarge(ValueError):
-    """An image header claims more pixels than MAX_PIXELS; the message says how many."""
 
 
 def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
