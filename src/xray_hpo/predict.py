@@ -157,7 +157,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="models/model.pt",
                         help="model saved by train_best (default: models/model.pt)")
     parser.add_argument("--out", default="predictions.csv",
-                        help="CSV to write, '-' for stdout (default: predictions.csv)")
+                        help="CSV to write, a folder (writes FOLDER/predictions.csv) or '-' "
+                             "for stdout (default: predictions.csv)")
     parser.add_argument("--cam", type=Path, metavar="DIR",
                         help="also write a Grad-CAM overlay PNG of the predicted class per "
                              "image into DIR (the CSV gains a 'cam' column with its path)")
