@@ -161,3 +161,13 @@ def test_sigterm_leaves_no_staging_folder(tmp_path: Path) -> None:
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip() == f"xray-hpo import-kermany: interrupted; {out} left as it was"
     assert _leftovers(tmp_path) == [] and not out.exists()
+
+
+def test_a_fifo_as_source_is_refused_without_reading_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "download.zip"
+    ALL_BAD["fifo"](source)
+    assert main(["import-kermany", str(source), "--out", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"xray-hpo import-kermany: error: {source}: not a folder or a .zip; expected the "
+        "Kermany dataset")

@@ -93,6 +93,9 @@ class ImportResult:
 def _check_paths(source: Path, out: Path, force: bool = False) -> None:
     if not source.exists():
         raise KermanyImportError(f"{source}: not found; expected the Kermany folder or .zip")
+    if not (source.is_dir() or source.is_file()):  # a FIFO would hang the zip check
+        raise KermanyImportError(f"{source}: not a folder or a .zip; expected the Kermany "
+                                 "dataset")
     src, dst, here = source.resolve(), out.resolve(), Path.cwd().resolve()
     if out.name in ("", ".", "..") or dst == here or dst in here.parents:
         # The swap replaces <out> whole: never the folder the user stands in or above it.
