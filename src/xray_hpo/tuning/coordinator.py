@@ -7,14 +7,11 @@ finish and returns once the study holds ``tune.n_trials`` counted trials.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from xray_hpo.atomic import sigterm_as_interrupt
 from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
@@ -83,10 +81,11 @@ def worker_threads(config: Config) -> int:
 
 def run_study(config: Config, storage_spec: str, prepared_dir: Path,
               poll_s: float = 0.5) -> TuneSummary:
-    from xray_hpo.tracking.settings import worker_environment
+    from xray_hpo.tracking.settings import resolve_mode, worker_environment
     from xray_hpo.tracking.trackers import OptimizerTracker
 
-    with _sigterm_as_interrupt():
+    resolve_mode()  # a bad $XRAY_HPO_CLEARML is one line before the study is touched
+    with sigterm_as_interrupt():  # workers are told to stop, trials marked interrupted
         study = prepare_study(config, storage_spec, prepared_dir)
         target = config.tune.n_trials
         already = len(studies.budget_trials(study, target))
@@ -109,28 +108,6 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
                               assessment=assessment)
             tracker.report_summary(study, importances=summary.importances)
     return summary
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a CI timeout, ``dvc queue kill``) stops the stage like Ctrl-C:
-    workers are told to stop, their trials are marked interrupted, nothing is written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = False
-
-    def handler(signum: int, _frame: object) -> None:
-        nonlocal fired
-        if not fired:  # one interrupt; a second signal must not cut the cleanup short
-            fired = True
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[bytes]],
@@ -178,9 +155,11 @@ def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
 def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_dir: Path,
                    env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     threads = worker_threads(config)
+    # Through the environment, not argv: a URL's password would show in any user's `ps`.
+    env = {**env, studies.ENV_STORAGE: storage_spec}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "xray_hpo.tuning.worker", "--storage", storage_spec,
+            [sys.executable, "-m", "xray_hpo.tuning.worker",
              "--study", study_name, "--prepared", str(prepared_dir),
              "--worker-index", str(index), "--threads", str(threads),
              "--parent-pid", str(os.getpid())],
