@@ -1,5 +1,6 @@
 """DVC stage tune: an Optuna study over the model's hyperparameters (validation split only),
-then fANOVA importances and robust selection of the winner (top-k re-run with several seeds)."""
+then importances with uncertainty (tuning.assessment) and robust selection of the winner
+(top-k re-run with several seeds)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ IMPORTANCE = Path("metrics/importance.json")
 IMPORTANCE_PLOT = Path("plots/importance.csv")
 SELECTION = Path("metrics/selection.json")
 TRIALS = Path("plots/tune_trials.csv")
+CURVES = Path("plots/tune_curves.csv")
 
 
 def analyse(config: Config, storage_spec: str, study_name: str
@@ -54,8 +56,8 @@ def analyse(config: Config, storage_spec: str, study_name: str
 
 
 def main() -> None:
-    from xray_hpo.tuning.importance import importance_csv, importance_metrics
-    from xray_hpo.tuning.trials import trials_csv
+    from xray_hpo.tuning.importance import importance_csv
+    from xray_hpo.tuning.trials import curves_csv, trials_csv
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--storage", help="Optuna storage URL or journal:PATH "
@@ -83,10 +85,12 @@ def main() -> None:
         "selection": selection.best_params_entry(),
     })
     # Metrics files keep their keys in the order built (`dvc exp show` shows them so).
-    atomic_write_json(IMPORTANCE, importance_metrics(importances, trials), sort_keys=False)
+    assert summary.assessment is not None  # run_study always assesses
+    atomic_write_json(IMPORTANCE, summary.assessment.metrics(), sort_keys=False)
     atomic_write_text(IMPORTANCE_PLOT, importance_csv(importances))
     atomic_write_json(SELECTION, selection.metrics(), sort_keys=False)
     atomic_write_text(TRIALS, trials_csv(trials))
+    atomic_write_text(CURVES, curves_csv(trials))
     atomic_write_json(METRICS, summary.metrics(), sort_keys=False)
 
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",
            "plots/train_history.csv", "plots/test_predictions.csv", "plots/importance.csv",
-           "plots/tune_trials.csv", "reports/index.md")
+           "plots/tune_trials.csv", "plots/tune_curves.csv", "reports/index.md")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_experiment_with_more_trials_continues_the_study(dvc_project: Path) -> N
     columns = header[header.index("parent") + 1:]
     assert columns[:3] == ["accuracy", "accuracy_ci_low", "accuracy_ci_high"], columns
     first = {name: columns.index(name) for name in ("macro_f1", "chosen_trial", "best_trial",
-                                                     "complete_trials")}
+                                                     "fanova_common_epoch.lr", "winner")}
     assert list(first.values()) == sorted(first.values()), first
     assert "tune.n_trials" in json.dumps(shown) or "n_trials" in json.dumps(shown)
     diff = run_command(root, "dvc", "params", "diff")

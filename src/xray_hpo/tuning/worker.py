@@ -276,6 +276,9 @@ def _cli_main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    from xray_hpo.tracking.settings import resolve_mode
+
+    resolve_mode()  # a bad $XRAY_HPO_CLEARML: one line now, not a failed trial per try
     storage_spec = studies.resolve_storage(args.storage)
     name = args.study
     if name is None:
