@@ -78,7 +78,7 @@ def main() -> None:
               f"{summary.best_trial} ({summary.best_value:.3f})", file=sys.stderr)
     # Written only now that the study holds its n_trials, each file atomically.
     atomic_write_yaml(BEST_PARAMS, {
-        "hparams": chosen.candidate.hparams.model_dump(),
+        "hparams": chosen.candidate.hparams.as_dict(),
         "study": summary.study_name,
         "trial": chosen.candidate.trial,
         "val_accuracy": round(chosen.candidate.tune_value, 6),

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from xray_hpo.config import HYPERPARAMETERS, Config
+from xray_hpo.config import HPARAM_DEFAULTS, Config, searched
 from xray_hpo.data.manifest import CLASSES, SPLITS
 from xray_hpo.errors import UserError
 from xray_hpo.reporting.split_protocol import split_protocol_text
@@ -95,7 +95,7 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
     best = yaml.safe_load(_read(inputs, "best_params", root)) or {}
     tune, importance = load_json("tune"), load_json("importance")
     selection, train, evaluation = load_json("selection"), load_json("train"), load_json("evaluate")
-    trials = with_curves(trials_from_csv(_read(inputs, "trials", root), config.tune.search_space),
+    trials = with_curves(trials_from_csv(_read(inputs, "trials", root), config.tune.active_space),
                          _read(inputs, "curves", root))
     predictions = _read(inputs, "predictions", root)
     n_val = sum(int(v) for v in data.get("counts", {}).get("val", {}).values())
@@ -183,17 +183,19 @@ def data_section(sources: Mapping[str, int], data: Mapping[str, Any]) -> str:
 def best_section(best: Mapping[str, Any], selection: Mapping[str, Any],
                  config: Config) -> str:
     hparams = best.get("hparams", {})
-    space = config.tune.search_space
+    space = config.tune.active_space
     rows = []
-    for name in HYPERPARAMETERS:
+    for name in searched(space):
         spec = space.get(name)
         if spec is None:
-            searched = ""
+            searched_range = ""
         elif spec.type == "categorical":
-            searched = "{" + ", ".join(str(c) for c in spec.choices or ()) + "}"
+            searched_range = "{" + ", ".join(str(c) for c in spec.choices or ()) + "}"
         else:
-            searched = f"{_fmt(spec.low)} .. {_fmt(spec.high)}" + (" (log)" if spec.log else "")
-        rows.append(f"| `{name}` | {_fmt(hparams.get(name))} | {searched} |")
+            searched_range = (f"{_fmt(spec.low)} .. {_fmt(spec.high)}"
+                              + (" (log)" if spec.log else ""))
+        value = hparams.get(name, HPARAM_DEFAULTS.get(name))  # left out: the default
+        rows.append(f"| `{name}` | {_fmt(value)} | {searched_range} |")
     sel = best.get("selection", {})
     chosen, single = best.get("trial"), sel.get("tune_best_trial", best.get("trial"))
     if chosen == single:

@@ -135,13 +135,22 @@ def study_spec(config: Config, data_hashes: Mapping[str, str]) -> dict[str, Any]
     """Everything a worker needs to run trials, and everything that changes their results."""
     return {
         "image_size": config.prepare.image_size,
-        "train": config.train.model_dump(),
-        "search_space": space_as_dict(config.tune.search_space),
+        "train": train_spec(config),
+        "search_space": space_as_dict(config.tune.active_space),
         "sampler": config.tune.sampler.model_dump(),
         "pruner": config.tune.pruner.model_dump(),
         "data": dict(sorted(data_hashes.items())),
         "objective": "maximize best-epoch validation accuracy",
     }
+
+
+def train_spec(config: Config) -> dict[str, Any]:
+    """The training settings a study's trials share. Augmentation settings only where they
+    act (a strength above 0, or a searched one), so the default study keeps its name."""
+    train = config.train.model_dump()
+    if config.train.augment.strength == 0 and "augment_strength" not in config.tune.active_space:
+        del train["augment"]
+    return train
 
 
 def study_name(prefix: str, spec: Mapping[str, Any]) -> str:

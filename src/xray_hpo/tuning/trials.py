@@ -16,17 +16,25 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from xray_hpo.config import HYPERPARAMETERS, ParamSpec
+from xray_hpo.config import HYPERPARAMETERS, ParamSpec, searched
 from xray_hpo.tuning.search_space import distributions
 
 CURVE_COLUMNS = ("number", "epoch", "val_accuracy")
-TRIAL_COLUMNS = ("number", "state", "value", "best_val_accuracy", "best_so_far",
-                 *HYPERPARAMETERS, "val_loss", "best_epoch", "epochs_run")
+
+
+def _columns(names: Sequence[str]) -> tuple[str, ...]:
+    return ("number", "state", "value", "best_val_accuracy", "best_so_far", *names,
+            "val_loss", "best_epoch", "epochs_run")
+
+
+TRIAL_COLUMNS = _columns(HYPERPARAMETERS)  # the default study's
 
 
 def _num(value: Any) -> str:
     if value is None or value == "":
         return ""
+    if isinstance(value, bool):
+        return str(value).lower()  # batch_norm: true/false, as YAML writes it
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
@@ -34,7 +42,9 @@ def trials_csv(trials: Sequence[FrozenTrial]) -> str:
     """One row per counted trial: state, accuracy, every hyperparameter (exact values)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(TRIAL_COLUMNS)
+    # The extended space's hyperparameters get columns only when the study searched them.
+    names = searched(name for t in trials for name in t.params)
+    writer.writerow(_columns(names))
     best: float | None = None
     for t in sorted(trials, key=lambda t: t.number):
         if t.state == TrialState.COMPLETE and t.value is not None:
@@ -44,7 +54,7 @@ def trials_csv(trials: Sequence[FrozenTrial]) -> str:
             accuracy = t.value
         writer.writerow([
             t.number, t.state.name.lower(), _num(t.value), _num(accuracy), _num(best),
-            *(_num(t.params.get(name, "")) for name in HYPERPARAMETERS),
+            *(_num(t.params.get(name, "")) for name in names),
             _num(t.user_attrs.get("val_loss")), _num(t.user_attrs.get("best_epoch")),
             _num(t.user_attrs.get("epochs_run")),
         ])

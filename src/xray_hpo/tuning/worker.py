@@ -92,7 +92,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         try:
             hparams = suggest_hparams(trial, ctx.space)
             tracker = stack.enter_context(
-                TrialTracker(ctx.study.study_name, trial.number, hparams.model_dump()))
+                TrialTracker(ctx.study.study_name, trial.number, hparams.as_dict()))
             started = time.perf_counter()
             result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                            device=ctx.device, on_epoch=on_epoch)
