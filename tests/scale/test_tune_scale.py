@@ -29,8 +29,45 @@ from xray_hpo.tuning.study import ATTR_SURPLUS, ATTR_TARGET
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-# Fail a fixed learning rate reliably: Adam at lr 1e30 makes the loss inf/NaN in epoch 1.
-DIVERGING_LR = 1.0e30
+# A learning rate that "diverges": params validation now rejects any lr large enough to
+# blow the loss up for real (training's own non-finite guard has its unit test), so a
+# sitecustomize hook in the stage's processes and its workers makes train() raise that
+# guard's error for exactly this value. What is tested is how the study handles the failure.
+DIVERGING_LR = 0.0999
+DIVERGE_HOOK = f"""
+import importlib.abc, importlib.machinery, sys
+
+class _Diverge(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "xray_hpo.training":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            real_train = module.train
+
+            def train(hparams, *args, **kwargs):
+                if hparams.lr == {DIVERGING_LR!r}:
+                    raise module.NonFiniteLossError(
+                        "non-finite loss at epoch 1 (train nan, val nan)")
+                return real_train(hparams, *args, **kwargs)
+            module.train = train
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Diverge())
+"""
+
+
+def diverging_env(project: Any) -> dict[str, str]:
+    """PYTHONPATH with the divergence hook first, for the stage and the workers it spawns."""
+    hook = project.root / "diverge_hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(DIVERGE_HOOK)
+    return {"PYTHONPATH": f"{hook}{os.pathsep}{project.root / 'src'}"}
 
 
 @dataclass
@@ -265,7 +302,7 @@ def test_a_diverging_configuration_fails_with_its_reason_and_the_study_completes
         "tune.search_space.lr": {"type": "categorical", "choices": [1.0e-3, DIVERGING_LR]},
         "tune.search_space.batch_size": {"type": "categorical", "choices": [8]},
     }))
-    project.run("tune")
+    project.run("tune", env=diverging_env(project))
     study = load_study(Storage("journal", None), project.root)
     assert_exact_budget(study, 4)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
@@ -286,7 +323,7 @@ def test_every_trial_failing_fails_the_stage_naming_the_first_reason(make_projec
         "tune.search_space.lr": {"type": "categorical", "choices": [DIVERGING_LR]},
         "tune.search_space.batch_size": {"type": "categorical", "choices": [8]},
     }))
-    proc = project.run("tune", check=False)
+    proc = project.run("tune", check=False, env=diverging_env(project))
     assert proc.returncode == 2, proc.stderr
     assert "tune: error: study xray-hpo-" in proc.stderr
     assert "no trial completed; first failure: NonFiniteLossError: non-finite loss at epoch 1" \
