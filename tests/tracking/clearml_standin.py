@@ -345,6 +345,19 @@ class StandIn:
             self.state.events[key] = event
         return {"added": len(events), "errors": 0}
 
+    def _events_get_task_events(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._task(body.get("task"), "events.get_task_events")
+        kind = EVENT_KIND.get(body.get("event_type") or "", body.get("event_type"))
+        found = [] if body.get("scroll_id") else self.state.task_events(body["task"], kind)
+        return {"events": found, "returned": len(found), "total": len(found),
+                "scroll_id": "end"}
+
+    def _events_get_task_plots(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._task(body.get("task"), "events.get_task_plots")
+        found = [] if body.get("scroll_id") else self.state.task_events(body["task"], "plot")
+        return {"plots": found, "returned": len(found), "total": len(found),
+                "scroll_id": "end"}
+
     def _model(self, model_id: Any, endpoint: str) -> dict[str, Any]:
         model = self.state.models.get(str(model_id))
         if model is None:

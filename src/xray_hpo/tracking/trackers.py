@@ -66,6 +66,10 @@ class OptimizerTracker(Tracker):
     def _connect(self, configuration: dict[str, Any]) -> None:
         from xray_hpo.tracking.summary import optimizer_description, optimizer_hyperparameters
 
+        if self.mode == "online":
+            # Continuing a task offsets iterations by its last one; ours are trial numbers
+            # (and 0 for the views that replace themselves), the same on every run.
+            self._task.set_initial_iteration(0)
         self._task.connect_configuration(configuration, name="study spec")
         self._task.connect(optimizer_hyperparameters(configuration), name="optimization")
         self._task.set_comment(optimizer_description(configuration))
