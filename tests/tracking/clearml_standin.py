@@ -420,6 +420,7 @@ class StandIn:
 
     # --- files -------------------------------------------------------------------------
     def store_file(self, path: str, content_type: str, body: bytes, method: str) -> None:
+        path = _clean(path)
         with self.state.lock:
             self.state.calls.append((f"files.{method}", path))
             if content_type.startswith("multipart/form-data"):
@@ -427,12 +428,23 @@ class StandIn:
                     b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
                 for part in msg.iter_parts():
                     name = part.get_param("filename", header="content-disposition")
-                    self.state.files[f"{path.rstrip('/')}/{name}"] = part.get_payload(decode=True)
+                    self.state.files[_clean(f"{path}/{name}")] = part.get_payload(decode=True)
             else:
                 self.state.files[path] = body
 
     def files_under(self, prefix: str = "") -> Iterator[str]:
         return (p for p in self.state.files if p.startswith(prefix))
+
+    def file(self, url: str) -> bytes | None:
+        """The content stored for a files-host URL (as a model or artifact uri holds it)."""
+        if not url.startswith(self.files_host):
+            return None
+        return self.state.files.get(_clean(urlparse(url).path))
+
+
+def _clean(path: str) -> str:
+    """The SDK joins host and path with an extra slash: one file, one key."""
+    return re.sub("/+", "/", path)
 
 
 def _handler(standin: StandIn, role: str) -> type[BaseHTTPRequestHandler]:
@@ -479,7 +491,7 @@ def _handler(standin: StandIn, role: str) -> type[BaseHTTPRequestHandler]:
                 self._api()
                 return
             self._body()
-            content = standin.state.files.get(urlparse(self.path).path)
+            content = standin.state.files.get(_clean(urlparse(self.path).path))
             if content is None:
                 self._send(404, b"not found", "text/plain")
             else:

@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from clearml_standin import StandIn
 
 from xray_hpo.tracking import upload
@@ -90,6 +91,8 @@ def _check_study(server: StandIn, root: Path, n_trials: int) -> tuple[dict[str, 
     # The optimizer points to the best single run and to the robust selection's choice.
     best = _table(server, optimizer["id"], "best trial")
     assert any(t["id"] in best["task"][0] for t in trials)
+    artifacts = {a["key"]: a for a in optimizer["execution"].get("artifacts", [])}
+    assert server.file(artifacts["summary"]["uri"]) is not None
     chosen = dict(zip(*_table(server, optimizer["id"], "selection").values(), strict=True))
     assert chosen["study"] == study_name and chosen["seeds"] == "[42, 43]"
     return optimizer, trials
@@ -99,8 +102,7 @@ def _check_final_model(server: StandIn, root: Path, optimizer: dict[str, Any]) -
     """train_best: the shipped model as an output model whose weights are on the files
     server, named with study and trial; selection and settings shown; linked to the
     optimizer (tag + configuration); evaluate linked to the same."""
-    best = json.loads(json.dumps(__import__("yaml").safe_load(
-        (root / "best_params.yaml").read_text())))
+    best = yaml.safe_load((root / "best_params.yaml").read_text())
     (train_best,) = server.state.tasks_named("^train_best$")
     selection = _params(train_best, "selection")
     assert selection["study"] == best["study"] == optimizer["name"]
@@ -116,9 +118,10 @@ def _check_final_model(server: StandIn, root: Path, optimizer: dict[str, Any]) -
     assert model["name"] == f"{best['study']} · trial {best['trial']:03d}"
     assert f"optimizer:{optimizer['id']}" in model["tags"]
     assert model["uri"].startswith(server.files_host), model["uri"]
-    stored = server.state.files[model["uri"][len(server.files_host):]]
+    stored = server.file(model["uri"])
     weights = (root / "models" / "model.pt").read_bytes()
-    assert hashlib.sha256(stored).digest() == hashlib.sha256(weights).digest()
+    assert stored is not None and hashlib.sha256(stored).digest() == hashlib.sha256(
+        weights).digest()
     assert any(m["model"] == model["id"] for m in train_best["models"]["output"])
     (evaluate,) = server.state.tasks_named("^evaluate$")
     assert f"optimizer:{optimizer['id']}" in evaluate["tags"]
@@ -136,9 +139,10 @@ def test_online_study_resumed_remote_worker_and_shipped_model(
     assert len(table_reports) >= 2
 
     # A remote worker (no tune stage above it) finds the optimizer through the study.
-    storage = f"journal:{project.root / '.optuna' / 'journal.log'}"
+    journal = project.root / ".optuna" / "journal.log"
+    storage = f"journal:{journal}"
     study = optuna.load_study(study_name=optimizer["name"], storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(project.root / ".optuna/journal.log"))))
+        optuna.storages.journal.JournalFileBackend(str(journal))))
     assert study.user_attrs["clearml_optimizer_task"] == optimizer["id"]
     study.set_user_attr("n_trials_target", 4)
     worker = subprocess.run(
@@ -173,7 +177,7 @@ def test_offline_study_uploaded_keeps_links_statuses_and_model(
     runs = tmp_path / "runs"
     new_ids = upload.upload_sessions(runs, ClearMLServer(), echo=lambda _: None)
     assert not any(v.startswith("offline-") for v in new_ids.values())
-    optimizer, trials = _check_study(clearml_server, project.root, 4)
+    optimizer, _ = _check_study(clearml_server, project.root, 4)
     assert not any("offline-" in json.dumps(e) for e in
                    clearml_server.state.plots(optimizer["id"], "top 10 trials"))
     _check_final_model(clearml_server, project.root, optimizer)

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 import pytest
 
-from xray_hpo.tracking import runs, settings, trackers
+from xray_hpo.tracking import runs, settings, trackers, upload
 from xray_hpo.tracking.summary import parallel_coordinates_figure, param_names, top_trials_table
 from xray_hpo.tracking.upload import add_cli, find_sessions, upload_order, upload_sessions
 
@@ -299,8 +299,8 @@ def test_offline_optimizer_with_three_trial_workers(
     header = table["header"]["values"]
     columns = dict(zip(header, table["cells"]["values"], strict=True))
     assert set(HPARAMS) <= set(header)
-    assert header[:2] == ["trial", "task"] and header[-4:] == ["best val accuracy", "val loss", "epochs run",
-                                                    "state"]  # fmt: skip
+    assert header[:2] == ["trial", "task"]
+    assert header[-4:] == ["best val accuracy", "val loss", "epochs run", "state"]
     states = columns["state"]
     assert len(states) <= 10
     completes = [a for a, s in zip(columns["best val accuracy"], states, strict=True)
@@ -384,7 +384,7 @@ def test_run_trackers_offline(clean_env: Path, no_network: list[str]) -> None:
     assert val_loss == [1, 2, 3]
     artifacts = task["execution"]["artifacts"]
     assert [a["key"] for a in artifacts] == ["model"]
-    entry = json.loads(task["configuration"]["output model"]["value"])
+    entry = upload._parse_configuration(task["configuration"]["output model"]["value"])
     assert entry["name"] == "study-x · trial 007" and entry["artifact"] == "model"
     assert task["hyperparams"]["selection"]["seeds"]["value"] == "42, 43"
     assert task["hyperparams"]["training settings"]["epochs"]["value"] == "3"
@@ -664,8 +664,6 @@ class _FakeServer:
 def test_upload_optimizer_first_then_children_relinked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from xray_hpo.tracking import upload
-
     run = tmp_path / "runs" / "r1" / "offline"
     # children sort before the optimizer by name, so only the parent link can order them
     _fake_session(run, "offline-c2", "training", "a trial 002", "offline-opt")

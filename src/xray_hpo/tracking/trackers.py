@@ -114,6 +114,12 @@ class OptimizerTracker(Tracker):
         self.report_progress(study.trials, importances)
 
     @guarded
+    def report_artifact(self, name: str, content: Mapping[str, Any]) -> None:
+        """A small JSON artifact (the study's summary), beside the plots."""
+        self._task.upload_artifact(name=name, artifact_object=dict(content),
+                                   wait_on_upload=True)
+
+    @guarded
     def report_selection(self, chosen: Mapping[str, Any], task_id: str | None) -> None:
         """The robust selection's choice, which may differ from the best single run."""
         rows = [["what", "value"], *([k, str(v)] for k, v in chosen.items())]

@@ -190,7 +190,7 @@ def _offline_model(data: dict[str, Any], session_dir: Path) -> dict[str, Any] | 
     if not entry:
         return None
     value = entry.get("value") if isinstance(entry, dict) else entry
-    spec = json.loads(value) if isinstance(value, str) else dict(value or {})
+    spec = _parse_configuration(value)
     offline_folder = str(data.get("offline_folder", ""))
     for artifact in (data.get("execution") or {}).get("artifacts") or []:
         if artifact.get("key") == spec.get("artifact"):
@@ -200,6 +200,15 @@ def _offline_model(data: dict[str, Any], session_dir: Path) -> dict[str, Any] | 
             if path.is_file():
                 return {**spec, "weights": str(path)}
     return None
+
+
+def _parse_configuration(value: Any) -> dict[str, Any]:
+    """A configuration entry as the SDK stores a dict: HOCON text (JSON is HOCON too)."""
+    if not isinstance(value, str):
+        return dict(value or {})
+    from clearml.utilities.pyhocon import ConfigFactory
+
+    return dict(ConfigFactory.parse_string(value).as_plain_ordered_dict())
 
 
 def _resend_links(s: Session, new_ids: dict[str, str], server: Server) -> None:

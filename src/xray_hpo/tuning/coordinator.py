@@ -111,6 +111,8 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
             summary.importances.update(study_importances(study, target))
             tracker.report_progress(studies.budget_trials(study, target),
                                     importances=summary.importances)
+            tracker.report_artifact("summary", {**summary.metrics(),
+                                                "importances": summary.importances})
             if after is not None:
                 after(summary, tracker)
     return summary
