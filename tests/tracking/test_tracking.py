@@ -650,7 +650,7 @@ class _FakeServer:
     def task_exists(self, task_id: str) -> bool:
         return task_id.startswith("real-")
 
-    def delete_tagged(self, tag: str) -> int:
+    def delete_tagged(self, tag: str, keep: str | None = None, with_files: bool = True) -> int:
         return 0
 
     def finish(self, task_id: str, *, state: str | None, remove_tags: list[str],

@@ -10,7 +10,8 @@ Modes (``XRAY_HPO_CLEARML`` = off | offline | online | auto): ``auto`` logs onli
 ClearML credentials are configured and offline (the SDK's own offline mode, session
 files under ``runs/clearml/<run>/``) otherwise. ``off`` never imports clearml. Tracking
 never changes results and never stops a run: an unreachable server or rejected
-credentials degrade to offline with one warning.
+credentials degrade to offline with one warning. ``XRAY_HPO_CLEARML_PROJECT`` names the
+ClearML project (default ``xray-hpo``); like the mode it changes no result.
 
 Nothing here runs at import time; clearml is imported lazily on the first tracker.
 """

@@ -7,7 +7,8 @@ table links). The upload never half-fails:
 
 - a parent that cannot be resolved (not in the folder and not on the server) is dropped,
   recorded as a ``parent-missing:<id>`` tag, with a warning;
-- a failed import deletes the draft it left (found by a one-off ``upload:<uuid>`` tag);
+- a failed import deletes the draft it left (found by a one-off ``upload:<uuid>`` tag),
+  and so does a continuation, for which the SDK creates a task it then leaves empty;
 - each uploaded zip gets a ``<zip>.uploaded`` marker (the new id, then ``finished`` once
   its status and model are set), so a rerun skips it and never creates a second task;
 - after import a failed trial is failed again and a pruned or interrupted one stopped
@@ -42,6 +43,7 @@ FINISHED = "finished"
 UPLOAD_TAG = "upload:"
 CONTINUES_TAG = "continues:"  # = trackers.CONTINUES_TAG (upload imports no clearml-side code)
 PARENT_MISSING_TAG = "parent-missing:"
+OPTIMIZER_TAG = "optimizer:"  # = runs.OPTIMIZER_TAG: train_best / evaluate -> optimizer
 FINAL_STATES = ("failed", "pruned", "interrupted")
 
 
@@ -68,6 +70,13 @@ class Session:
                     None)
 
     @property
+    def refs(self) -> tuple[str, ...]:
+        """The tasks this one points at (parent, continued optimizer, linked optimizer):
+        uploaded first, so their server ids replace the offline ones here."""
+        linked = [t[len(OPTIMIZER_TAG):] for t in self.tags if t.startswith(OPTIMIZER_TAG)]
+        return tuple(r for r in (self.parent, self.continues, *linked) if r)
+
+    @property
     def state(self) -> str | None:
         return next((t for t in self.tags if t in FINAL_STATES), None)
 
@@ -85,19 +94,13 @@ def find_sessions(folder: Path) -> list[Session]:
 
 
 def upload_order(sessions: list[Session]) -> list[Session]:
-    """Parents (and continued optimizers) before the sessions that point at them, any
-    depth; otherwise optimizers first, then by name."""
+    """Every task before the sessions that point at it (:attr:`Session.refs`), any depth;
+    otherwise optimizers first, then by name."""
     by_id = {s.task_id: s for s in sessions}
 
-    def depth(s: Session) -> int:
-        seen, d = {s.task_id}, 0
-        while True:
-            up = next((u for u in (s.parent, s.continues) if u in by_id and u not in seen), None)
-            if up is None:
-                return d
-            s = by_id[up]
-            seen.add(s.task_id)
-            d += 1
+    def depth(s: Session, seen: frozenset[str] = frozenset()) -> int:
+        ups = [by_id[r] for r in s.refs if r in by_id and r not in seen]
+        return max((1 + depth(u, seen | {s.task_id}) for u in ups), default=0)
 
     return sorted(sessions, key=lambda s: (depth(s), s.task_type != "optimizer", s.name))
 
@@ -164,8 +167,7 @@ def _import(s: Session, session_dir: Path, new_ids: dict[str, str], server: Serv
         data["tags"] = [*data.get("tags", []), PARENT_MISSING_TAG + parent]
     previous = new_ids.get(s.continues or "")
     draft_tag = f"{UPLOAD_TAG}{uuid.uuid4().hex[:12]}"
-    if previous is None:  # a continuation's draft is the continued task: never delete it
-        data["tags"] = [*data.get("tags", []), draft_tag]
+    data["tags"] = [*data.get("tags", []), draft_tag]
     task_json.write_text(json.dumps(data), encoding="utf-8")
     metrics = session_dir / "metrics.jsonl"
     if metrics.is_file():
@@ -176,9 +178,13 @@ def _import(s: Session, session_dir: Path, new_ids: dict[str, str], server: Serv
         if not new_id:
             raise UploadError("the import returned no task id")
     except Exception as err:
-        removed = server.delete_tagged(draft_tag) if previous is None else 0
+        removed = server.delete_tagged(draft_tag, keep=previous)
         raise UploadError(f"upload of {s.zip_path} failed ({mask(str(err))}); "
                           f"{removed} draft task(s) it left were deleted") from err
+    if previous is not None:
+        # Appending to a task, the SDK still creates a task of its own first and leaves
+        # it behind: one optimizer task per study means deleting it.
+        server.delete_tagged(draft_tag, keep=previous, with_files=False)
     return str(new_id)
 
 

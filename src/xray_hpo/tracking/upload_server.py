@@ -17,7 +17,8 @@ class Server(Protocol):
 
     def task_exists(self, task_id: str) -> bool: ...
 
-    def delete_tagged(self, tag: str) -> int: ...
+    def delete_tagged(self, tag: str, keep: str | None = None,
+                      with_files: bool = True) -> int: ...
 
     def finish(self, task_id: str, *, state: str | None, remove_tags: list[str],
                model: dict[str, Any] | None) -> None: ...
@@ -44,10 +45,13 @@ class ClearMLServer:
     def task_exists(self, task_id: str) -> bool:
         return bool(self._task_class.get_tasks(task_ids=[task_id]))
 
-    def delete_tagged(self, tag: str) -> int:
-        drafts = self._task_class.get_tasks(tags=[tag])
+    def delete_tagged(self, tag: str, keep: str | None = None,
+                      with_files: bool = True) -> int:
+        """Delete the tasks tagged ``tag`` but ``keep``; ``with_files``: their artifacts and
+        models too (not when the kept task now points at them)."""
+        drafts = [t for t in self._task_class.get_tasks(tags=[tag]) if t.id != keep]
         for task in drafts:
-            task.delete(delete_artifacts_and_models=True, raise_on_error=False)
+            task.delete(delete_artifacts_and_models=with_files, raise_on_error=False)
         return len(drafts)
 
     def finish(self, task_id: str, *, state: str | None, remove_tags: list[str],
@@ -58,7 +62,12 @@ class ClearMLServer:
         if remove_tags:
             task.set_tags([t for t in task.get_tags() if t not in remove_tags])
         if model and not any(m.name == model["name"] for m in task.models["output"]):
-            self._register_model(task, model)
+            # The SDK attaches a model to a running task only: reopen it for that.
+            task.mark_started(force=True)
+            try:
+                self._register_model(task, model)
+            finally:
+                task.mark_completed(force=True)
         if state:
             set_final_status(task, state, f"{state} (uploaded offline session)")
 
