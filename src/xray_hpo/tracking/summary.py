@@ -167,8 +167,11 @@ def optimizer_hyperparameters(configuration: Mapping[str, Any]) -> dict[str, Any
         if key in configuration:
             flat[key] = configuration[key]
     for group in ("sampler", "pruner"):
-        for key, value in (configuration.get(group) or {}).items():
-            flat[f"{group}/{key}"] = value
+        settings = configuration.get(group)
+        if isinstance(settings, Mapping):
+            flat.update({f"{group}/{key}": value for key, value in settings.items()})
+        elif settings is not None:
+            flat[group] = settings
     for name, spec in (configuration.get("search_space") or {}).items():
         kind = spec.get("type")
         flat[f"space/{name}/type"] = kind
@@ -184,8 +187,11 @@ def optimizer_hyperparameters(configuration: Mapping[str, Any]) -> dict[str, Any
 
 def optimizer_description(configuration: Mapping[str, Any]) -> str:
     """One paragraph for the optimizer task's description."""
-    sampler = (configuration.get("sampler") or {}).get("name", "?")
-    pruner = (configuration.get("pruner") or {}).get("name", "?")
+    def name(group: str) -> Any:
+        value = configuration.get(group, "?")
+        return value.get("name", "?") if isinstance(value, Mapping) else value
+
+    sampler, pruner = name("sampler"), name("pruner")
     space = ", ".join(configuration.get("search_space") or {})
     epochs = (configuration.get("train") or {}).get("epochs", "?")
     return (f"Optuna study {configuration.get('study', '?')}: "

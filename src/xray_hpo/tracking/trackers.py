@@ -111,7 +111,8 @@ class OptimizerTracker(Tracker):
 
     def report_summary(self, study: optuna.Study,
                        importances: Mapping[str, float] | None = None) -> None:
-        self.report_progress(study.trials, importances)
+        if self.active:
+            self.report_progress(study.trials, importances)
 
     @guarded
     def report_artifact(self, name: str, content: Mapping[str, Any]) -> None:
