@@ -68,7 +68,7 @@ def roc_csv(points: list[tuple[float, float]]) -> str:
 
 
 def main() -> None:
-    from xray_hpo.tracking.trackers import RunTracker
+    from xray_hpo.tracking.runs import RunTracker
 
     config = load_config()
     device = configure_torch(config.train)
@@ -96,7 +96,7 @@ def main() -> None:
     robustness, robustness_plot = robustness_metrics(model, test_data, device, draws,
                                                      ev.confidence, ev.seed)
     matrix = confusion(test.labels, y_pred)
-    with RunTracker("evaluate", "testing") as tracker:
+    with RunTracker("evaluate", "testing", best=best) as tracker:
         tracker.report_confusion(matrix, CLASSES)
         tracker.report_table("per-class report", [
             {"class": cls, **values} for cls, values in metrics["per_class"].items()])

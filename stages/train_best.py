@@ -6,12 +6,15 @@ import csv
 import io
 from pathlib import Path
 
+import yaml
+
 from xray_hpo.atomic import atomic_write_json, atomic_write_text
 from xray_hpo.config import load_config, load_hparams
 from xray_hpo.model import save_model
 from xray_hpo.stage_util import run_stage
 from xray_hpo.training import EpochStats, configure_torch, load_splits, train
 
+BEST_PARAMS = Path("best_params.yaml")
 MODEL = Path("models/model.pt")
 HISTORY = Path("plots/train_history.csv")
 METRICS = Path("metrics/train.json")
@@ -28,13 +31,17 @@ def history_csv(history: list[EpochStats]) -> str:
 
 
 def main() -> None:
-    from xray_hpo.tracking.trackers import RunTracker
+    from xray_hpo.tracking.runs import RunTracker
 
     config = load_config()
-    hparams = load_hparams()
+    hparams = load_hparams(BEST_PARAMS)
     device = configure_torch(config.train)
     data = load_splits(Path(config.data.prepared_dir), "train", "val")
-    with RunTracker("train_best", "training", hparams=hparams.as_dict()) as tracker:
+    # The task shows why this configuration ships (the robust selection) and what it was
+    # trained with; it links to the study's optimizer task.
+    best = yaml.safe_load(BEST_PARAMS.read_text(encoding="utf-8")) or {}
+    with RunTracker("train_best", "training", hparams=hparams.as_dict(), best=best,
+                    settings=config.train.model_dump()) as tracker:
         result = train(hparams, config.train, data["train"], data["val"], device=device,
                        on_epoch=tracker.log_epoch)
         save_model(result.model.cpu(), MODEL)

@@ -8,13 +8,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from optuna.trial import FrozenTrial
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text, atomic_write_yaml
 from xray_hpo.config import Config, HParams, load_config
 from xray_hpo.stage_util import run_stage
-from xray_hpo.tuning.coordinator import run_study
+from xray_hpo.tracking.settings import TRIAL_ATTR_TASK
+from xray_hpo.tuning.coordinator import TuneSummary, run_study
 from xray_hpo.tuning.selection import Candidate, Selection
 from xray_hpo.tuning.study import resolve_storage
 
@@ -65,12 +67,25 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config()
     storage = resolve_storage(args.storage)
-    summary = run_study(config, storage, Path(config.data.prepared_dir))
-    started = time.perf_counter()
-    trials, selection = analyse(config, storage, summary.study_name)
+    analysed: list[tuple[list[FrozenTrial], Selection]] = []
+
+    def select(summary: TuneSummary, tracker: Any) -> None:
+        # While the optimizer task is open: it shows the choice beside the best single run.
+        started = time.perf_counter()
+        trials, selection = analyse(config, storage, summary.study_name)
+        analysed.append((trials, selection))
+        print(f"select: {len(selection.results)} x {config.select.seeds - 1} "
+              f"re-runs took {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        chosen = selection.chosen
+        task_id = next((t.user_attrs.get(TRIAL_ATTR_TASK) for t in trials
+                        if t.number == chosen.candidate.trial), None)
+        tracker.report_selection({"study": summary.study_name,
+                                  "trial": chosen.candidate.trial,
+                                  **selection.best_params_entry()}, task_id)
+
+    summary = run_study(config, storage, Path(config.data.prepared_dir), after=select)
+    trials, selection = analysed[0]
     importances = summary.importances
-    print(f"select: {len(selection.results)} x {config.select.seeds - 1} "
-          f"re-runs took {time.perf_counter() - started:.1f} s", file=sys.stderr)
     chosen = selection.chosen
     if chosen.candidate.trial != summary.best_trial:
         print(f"select: trial {chosen.candidate.trial} (mean {chosen.mean:.3f} over "

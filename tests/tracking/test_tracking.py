@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 import pytest
 
-from xray_hpo.tracking import settings, trackers
+from xray_hpo.tracking import runs, settings, trackers, upload
 from xray_hpo.tracking.summary import parallel_coordinates_figure, param_names, top_trials_table
 from xray_hpo.tracking.upload import add_cli, find_sessions, upload_order, upload_sessions
 
@@ -267,7 +267,9 @@ def test_offline_optimizer_with_three_trial_workers(
     assert types == ["optimizer", "training", "training", "training"]
     opt_task, opt_events = sessions[optimizer.id]
     assert opt_task["name"] == "study-x" and opt_task["project_name"] == "xray-hpo"
-    assert 'sampler = "TPE"' in opt_task["configuration"]["optimization"]["value"]
+    assert 'sampler = "TPE"' in opt_task["configuration"]["study spec"]["value"]
+    assert opt_task["hyperparams"]["optimization"]["sampler"]["value"] == "TPE"
+    assert "Optuna study" in opt_task["comment"]
 
     for result in results:
         task, events = sessions[result["id"]]
@@ -297,8 +299,8 @@ def test_offline_optimizer_with_three_trial_workers(
     header = table["header"]["values"]
     columns = dict(zip(header, table["cells"]["values"], strict=True))
     assert set(HPARAMS) <= set(header)
-    assert header[0] == "trial" and header[-4:] == ["best val accuracy", "val loss", "epochs run",
-                                                    "state"]  # fmt: skip
+    assert header[:2] == ["trial", "task"]
+    assert header[-4:] == ["best val accuracy", "val loss", "epochs run", "state"]
     states = columns["state"]
     assert len(states) <= 10
     completes = [a for a, s in zip(columns["best val accuracy"], states, strict=True)
@@ -311,19 +313,18 @@ def test_offline_optimizer_with_three_trial_workers(
     parcoords = _plot(opt_events, "parallel coordinates")["data"][0]
     assert parcoords["type"] == "parcoords"
     labels = [d["label"] for d in parcoords["dimensions"]]
-    assert labels == [*HPARAMS, "val accuracy"]
+    assert labels == [*HPARAMS, "state", "epochs run", "val accuracy"]
     assert all(len(d["values"]) == 11 for d in parcoords["dimensions"])  # all but the failed one
     importance = _plot(opt_events, "hyperparameter importance")["data"][0]
     assert set(importance["y"]) == {"lr", "batch_size", "p_dropout"}
+    # the bar chart and the table are two events, not one replacing the other
+    table = _plot(opt_events, "hyperparameter importance (table)")["data"][0]
+    assert table["type"] == "table"
 
     # The run's real sessions upload optimizer first, children re-linked to its new id.
-    calls: list[dict[str, Any]] = []
-
-    def fake_import(folder: str) -> str:
-        calls.append(json.loads((Path(folder) / "task.json").read_text()))
-        return f"server-{len(calls)}"
-
-    new_ids = upload_sessions(run_dir, fake_import, echo=lambda _: None)
+    server = _FakeServer()
+    new_ids = upload_sessions(run_dir, server, echo=lambda _: None)
+    calls = server.imported
     assert calls[0]["type"] == "optimizer"
     assert [c["parent"] for c in calls[1:]] == [new_ids[optimizer.id]] * 3
 
@@ -333,6 +334,8 @@ def test_top_table_sorted_and_capped() -> None:
     header, rows = top_trials_table(study.trials)
     assert len(rows) == 10
     assert header == ["trial", *HPARAMS, "best val accuracy", "val loss", "epochs run", "state"]
+    linked, rows_linked = top_trials_table(study.trials, link=lambda i, _t: f"<a>{i}</a>")
+    assert linked[:2] == ["trial", "task"] and all(r[1] == "" for r in rows_linked)
     assert param_names(study.trials) == list(HPARAMS)
     ranked = [(r[-1], r[header.index("best val accuracy")]) for r in rows]
     complete = [a for s, a in ranked if s == "complete"]
@@ -345,7 +348,10 @@ def test_parallel_coordinates_axes() -> None:
     study = _study_with_12_trials()
     fig = parallel_coordinates_figure(study.trials)
     dims = {d.label: d for d in fig.data[0].dimensions}
-    assert list(dims) == [*HPARAMS, "val accuracy"]
+    assert list(dims) == [*HPARAMS, "val accuracy"]  # the report's figure is unchanged
+    with_states = parallel_coordinates_figure(study.trials, states=True)
+    state = {d.label: d for d in with_states.data[0].dimensions}["state"]
+    assert list(state.ticktext) == ["pruned", "complete"] and sorted(set(state.values)) == [0, 1]
     assert list(dims["batch_size"].ticktext) == ["2", "4", "8"]  # categorical: choice labels
     assert list(dims["lr"].ticktext) == ["0.001", "0.01", "0.1"]  # log: log10 axis
     assert max(dims["lr"].values) <= -1 and list(fig.data[0].line.color) == list(
@@ -358,12 +364,15 @@ def test_run_trackers_offline(clean_env: Path, no_network: list[str]) -> None:
 
     model = clean_env / "model.pt"
     model.write_bytes(b"weights")
-    with trackers.RunTracker("train_best", "training", hparams=HPARAMS) as run:
+    best = {"study": "study-x", "trial": 7, "val_accuracy": 0.8,
+            "selection": {"seeds": [42, 43], "val_accuracy_mean": 0.75}}
+    with runs.RunTracker("train_best", "training", hparams=HPARAMS, best=best,
+                         settings={"epochs": 3, "seed": 42}) as run:
         for epoch in (1, 2, 3):
             run.log_epoch(EpochStats(epoch, 1.0 / epoch, 0.5, 1.1 / epoch, 0.6, 0.01))
         run.register_model(model)
         train_dir, train_id = run.run_dir, run.id
-    with trackers.RunTracker("evaluate", "testing") as ev:
+    with runs.RunTracker("evaluate", "testing") as ev:
         ev.report_confusion([[5, 1, 0], [0, 4, 2], [1, 0, 6]], ["normal", "bacterial", "viral"])
         ev.report_table("per-class report", [{"class": "normal", "precision": 0.8, "recall": 0.9}])
         ev.report_single("accuracy", 0.79)
@@ -375,6 +384,10 @@ def test_run_trackers_offline(clean_env: Path, no_network: list[str]) -> None:
     assert val_loss == [1, 2, 3]
     artifacts = task["execution"]["artifacts"]
     assert [a["key"] for a in artifacts] == ["model"]
+    entry = upload._parse_configuration(task["configuration"]["output model"]["value"])
+    assert entry["name"] == "study-x · trial 007" and entry["artifact"] == "model"
+    assert task["hyperparams"]["selection"]["seeds"]["value"] == "42, 43"
+    assert task["hyperparams"]["training settings"]["epochs"]["value"] == "3"
     assert any(p.name == "model.pt" for p in (train_dir / "offline" / train_id).rglob("*"))
     task, events = _sessions(eval_dir)[eval_id]
     assert task["type"] == "testing"
@@ -485,7 +498,8 @@ def test_mode_off_imports_nothing_and_writes_nothing(clean_env: Path) -> None:
             o.report_summary(None)
         with trackers.TrialTracker("s", 0, {"lr": 0.1}) as t:
             t.log_epoch(S(epoch=1, train_loss=1, train_acc=1, val_loss=1, val_acc=1, lr=1))
-        with trackers.RunTracker("r", "testing") as r:
+        from xray_hpo.tracking import runs
+        with runs.RunTracker("r", "testing") as r:
             r.register_model(Path("m.pt"))
             r.report_confusion([[1]], ["a"])
             r.report_table("t", [{"a": 1}])
@@ -619,35 +633,55 @@ def _fake_session(
         zf.writestr("metrics.jsonl", "")
 
 
+class _FakeServer:
+    """The upload's server side, recording imports (the stand-in tests cover the SDK)."""
+
+    imported: list[dict[str, Any]]
+
+    def __init__(self) -> None:
+        self.imported = []
+        self.finished: list[tuple[str, str | None]] = []
+
+    def import_session(self, folder: str, previous_task_id: str | None) -> str:
+        data = json.loads((Path(folder) / "task.json").read_text())
+        self.imported.append(data)
+        return f"real-{data['id'].removeprefix('offline-')}"
+
+    def task_exists(self, task_id: str) -> bool:
+        return task_id.startswith("real-")
+
+    def delete_tagged(self, tag: str, keep: str | None = None, with_files: bool = True) -> int:
+        return 0
+
+    def finish(self, task_id: str, *, state: str | None, remove_tags: list[str],
+               model: dict[str, Any] | None) -> None:
+        self.finished.append((task_id, state))
+
+    def send_events(self, task_id: str, events: list[dict[str, Any]]) -> None:
+        pass
+
+
 def test_upload_optimizer_first_then_children_relinked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clearml import Task
-
     run = tmp_path / "runs" / "r1" / "offline"
     # children sort before the optimizer by name, so only the parent link can order them
     _fake_session(run, "offline-c2", "training", "a trial 002", "offline-opt")
     _fake_session(run, "offline-c1", "training", "a trial 001", "offline-opt")
     _fake_session(run, "offline-opt", "optimizer", "z study", None)
     _fake_session(tmp_path / "runs" / "r2" / "offline", "offline-eval", "testing", "evaluate", None)
-    calls: list[dict[str, Any]] = []
-
-    def fake_import(session_folder_zip: str, *args: Any, **kwargs: Any) -> str:
-        data = json.loads((Path(session_folder_zip) / "task.json").read_text())
-        calls.append(data)
-        return f"real-{data['id'].removeprefix('offline-')}"
-
-    monkeypatch.setattr(Task, "import_offline_session", staticmethod(fake_import))
-    monkeypatch.setattr(Task, "set_offline", staticmethod(lambda offline_mode=False: None))
+    server = _FakeServer()
+    calls = server.imported
     assert upload_order(find_sessions(tmp_path / "runs"))[0].task_id == "offline-opt"
 
-    new_ids = upload_sessions(tmp_path / "runs")
+    new_ids = upload_sessions(tmp_path / "runs", server)
     order = [c["id"] for c in calls]
     assert order.index("offline-opt") < min(order.index("offline-c1"), order.index("offline-c2"))
     assert {c["id"]: c["parent"] for c in calls if c["type"] == "training"} == {
         "offline-c1": "real-opt", "offline-c2": "real-opt",
     }  # fmt: skip
     assert new_ids["offline-eval"] == "real-eval" and len(calls) == 4
+    assert len(server.finished) == 4
     # the zips themselves are untouched: the re-link happens on an extracted copy
     with zipfile.ZipFile(run / "offline-c1.zip") as zf:
         assert json.loads(zf.read("task.json"))["parent"] == "offline-opt"
@@ -658,6 +692,7 @@ def test_upload_optimizer_first_then_children_relinked(
     monkeypatch.setenv("CLEARML_API_HOST", "http://127.0.0.1:9")
     monkeypatch.setenv("CLEARML_API_ACCESS_KEY", FAKE_KEY)
     monkeypatch.setenv("CLEARML_API_SECRET_KEY", FAKE_SECRET)
+    monkeypatch.setattr(upload, "ClearMLServer", lambda: server)
     import argparse
 
     parser = argparse.ArgumentParser()

@@ -69,7 +69,10 @@ def test_tune_offline_sessions_and_same_results_as_off(make_project: Any, tmp_pa
     root, stderr = _tune(make_project, "offline", tmp_path)
     announced = [line for line in stderr.splitlines() if "ClearML" in line]
     assert len(announced) == 1 and "xray-hpo clearml-upload" in announced[0], stderr
-    (run_dir,) = (root / "runs" / "clearml").iterdir()
+    (run_dir,) = [p for p in (root / "runs" / "clearml").iterdir() if p.is_dir()]
+    # the study's optimizer task, for train_best and evaluate to link to
+    known = json.loads((root / "runs" / "clearml" / "studies.json").read_text())
+    assert [v["mode"] for v in known.values()] == ["offline"]
     assert str(run_dir) in announced[0]
     assert not (tmp_path / "home-offline" / ".clearml").exists()
 

@@ -10,7 +10,8 @@ Modes (``XRAY_HPO_CLEARML`` = off | offline | online | auto): ``auto`` logs onli
 ClearML credentials are configured and offline (the SDK's own offline mode, session
 files under ``runs/clearml/<run>/``) otherwise. ``off`` never imports clearml. Tracking
 never changes results and never stops a run: an unreachable server or rejected
-credentials degrade to offline with one warning.
+credentials degrade to offline with one warning. ``XRAY_HPO_CLEARML_PROJECT`` names the
+ClearML project (default ``xray-hpo``); like the mode it changes no result.
 
 Nothing here runs at import time; clearml is imported lazily on the first tracker.
 """
@@ -29,15 +30,11 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Literal
 
 from xray_hpo.errors import SettingError
-
-if TYPE_CHECKING:
-
-    pass
 
 TrackingMode = Literal["off", "offline", "online"]
 ENV_MODE = "XRAY_HPO_CLEARML"  # off | offline | online | auto (default auto)
@@ -46,8 +43,14 @@ ENV_RUN_DIR = "XRAY_HPO_CLEARML_RUN_DIR"  # per-run folder: generated config + o
 ENV_BASE_DIR = "XRAY_HPO_CLEARML_DIR"  # where run folders are created (default runs/clearml)
 ENV_GENERATED = "XRAY_HPO_CLEARML_CONFIG"  # our generated config: not a user credential
 ENV_USER_CONFIG = "XRAY_HPO_CLEARML_USER_CONFIG"  # the user's clearml.conf our config includes
+ENV_PROJECT = "XRAY_HPO_CLEARML_PROJECT"  # the ClearML project (default xray-hpo)
 DEFAULT_BASE_DIR = Path("runs") / "clearml"
 PROJECT = "xray-hpo"
+# Where a study keeps its optimizer task (Optuna study user attribute): a resumed study
+# continues that task, and remote workers parent their trials to it.
+STUDY_ATTR_OPTIMIZER = "clearml_optimizer_task"
+TRIAL_ATTR_TASK = "clearml_task_id"  # a trial's own task id, set by the worker
+STUDIES_FILE = "studies.json"  # under the base dir: study -> optimizer task, for train_best
 SERVER_TIMEOUT_S = 3.0
 
 # Set by ClearML in the process that owns a task; a child that inherits them gets the
@@ -67,7 +70,6 @@ FRAMEWORKS = (
 # fmt: on
 
 log = logging.getLogger(__name__)
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def resolve_mode(environ: Mapping[str, str] = os.environ) -> TrackingMode:
@@ -124,6 +126,38 @@ def parent_task_id(environ: Mapping[str, str] = os.environ) -> str | None:
     return environ.get(ENV_PARENT) or None
 
 
+def project_name(environ: Mapping[str, str] = os.environ) -> str:
+    """The ClearML project every task goes to: ``XRAY_HPO_CLEARML_PROJECT``, else xray-hpo."""
+    name = (environ.get(ENV_PROJECT) or "").strip()
+    return name or PROJECT
+
+
+def base_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(ENV_BASE_DIR) or DEFAULT_BASE_DIR)
+
+
+def remember_optimizer(study_name: str, task_id: str, mode: str,
+                       environ: Mapping[str, str] = os.environ) -> None:
+    """Record which task is a study's optimizer, for train_best and evaluate to link to
+    (they read best_params.yaml, not the study's storage). Not a pipeline output."""
+    path = base_dir(environ) / STUDIES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = read_optimizers(environ)
+    known[study_name] = {"task_id": task_id, "mode": mode, "project": project_name(environ)}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_optimizers(environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, str]]:
+    path = base_dir(environ) / STUDIES_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 
 
 def mask(text: str) -> str:
@@ -167,7 +201,7 @@ def prepare_process(mode: TrackingMode, label: str) -> Path:
     if run_dir_env:
         run_dir = Path(run_dir_env)
     else:
-        base = Path(os.environ.get(ENV_BASE_DIR) or DEFAULT_BASE_DIR).resolve()
+        base = base_dir().resolve()
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[:60] or "run"
         run_dir = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,12 +80,14 @@ def worker_threads(config: Config) -> int:
     return max(1, len(os.sched_getaffinity(0)) // config.tune.n_workers)
 
 
-def run_study(config: Config, storage_spec: str, prepared_dir: Path,
-              poll_s: float = 0.5) -> TuneSummary:
-    from xray_hpo.tracking.settings import resolve_mode, worker_environment
+def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: float = 0.5,
+              after: Callable[[TuneSummary, Any], None] | None = None) -> TuneSummary:
+    """The study to its n_trials. ``after(summary, tracker)`` runs while the optimizer task
+    is still open (the tune stage's robust selection reports its choice there)."""
+    from xray_hpo.tracking import settings as tracking
     from xray_hpo.tracking.trackers import OptimizerTracker
 
-    resolve_mode()  # a bad $XRAY_HPO_CLEARML is one line before the study is touched
+    tracking.resolve_mode()  # a bad $XRAY_HPO_CLEARML is one line before the study is touched
     with sigterm_as_interrupt():  # workers are told to stop, trials marked interrupted
         study = prepare_study(config, storage_spec, prepared_dir)
         target = config.tune.n_trials
@@ -93,11 +96,17 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
               f"{already}/{target} trials done", file=sys.stderr)
         configuration = {"study": study.study_name, "n_trials": target,
                          "n_workers": config.tune.n_workers, **study.user_attrs[studies.ATTR_SPEC]}
-        with OptimizerTracker(study.study_name, configuration) as tracker:
+        previous = study.user_attrs.get(tracking.STUDY_ATTR_OPTIMIZER)
+        with OptimizerTracker(study.study_name, configuration,
+                              previous_task=previous) as tracker:
+            if tracker.id:  # one optimizer task per study: a resumed run continues it
+                if tracker.id != previous:
+                    study.set_user_attr(tracking.STUDY_ATTR_OPTIMIZER, tracker.id)
+                tracking.remember_optimizer(study.study_name, tracker.id, tracker.mode)
             # A study that already holds its n_trials (n_trials lowered, or a rerun after
             # the outputs were deleted) needs no worker: nothing is trained again.
             workers = (_spawn_workers(config, storage_spec, study.study_name, prepared_dir,
-                                      worker_environment(tracker.id))
+                                      tracking.worker_environment(tracker.id))
                        if already < target else [])
             _watch(study, target, workers, tracker, poll_s)
             started = time.perf_counter()
@@ -106,7 +115,12 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
                   f"took {time.perf_counter() - started:.1f} s", file=sys.stderr)
             summary = replace(summarize(study, target), importances=assessment.shares(),
                               assessment=assessment)
-            tracker.report_summary(study, importances=summary.importances)
+            tracker.report_progress(studies.budget_trials(study, target),
+                                    importances=summary.importances)
+            tracker.report_artifact("summary", {**summary.metrics(),
+                                                "importances": summary.importances})
+            if after is not None:
+                after(summary, tracker)
     return summary
 
 
@@ -121,7 +135,10 @@ def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[byte
     try:
         while True:
             done = studies.budget_trials(study, target)
-            _report_new(done, reported, tracker, progress)
+            if _report_new(done, reported, tracker, progress):
+                # Live views (upstream re-reports them periodically): an interrupted study
+                # still shows its table and plot; each replaces the last at iteration 0.
+                tracker.report_progress(done)
             alive = [w for w in workers if w.poll() is None]
             if len(done) >= target and not alive:
                 break
@@ -138,7 +155,9 @@ def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[byte
 
 
 def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
-                progress: Any) -> None:
+                progress: Any) -> bool:
+    """Report the trials counted since the last call; whether there were any."""
+    before = len(reported)
     for trial in done:
         if trial.number in reported:
             continue
@@ -150,6 +169,7 @@ def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
         progress.update(1)
         if best is not None:
             progress.set_postfix(best_val_acc=f"{best:.3f}")
+    return len(reported) > before
 
 
 def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_dir: Path,

@@ -50,6 +50,7 @@ class WorkerContext:
 
 def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
     """Suggest, build, train, report each epoch, prune: the canonical Optuna objective."""
+    from xray_hpo.tracking.settings import TRIAL_ATTR_TASK
     from xray_hpo.tracking.trackers import TrialTracker
     from xray_hpo.training import EpochStats, train
     from xray_hpo.tuning.search_space import suggest_hparams
@@ -92,7 +93,10 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         try:
             hparams = suggest_hparams(trial, ctx.space)
             tracker = stack.enter_context(
-                TrialTracker(ctx.study.study_name, trial.number, hparams.as_dict()))
+                TrialTracker(ctx.study.study_name, trial.number, hparams.as_dict(),
+                             parent=_optimizer_task(ctx.study)))
+            if tracker.id:  # the optimizer's table links each row to this task
+                trial.set_user_attr(TRIAL_ATTR_TASK, tracker.id)
             started = time.perf_counter()
             result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                            device=ctx.device, on_epoch=on_epoch)
@@ -103,6 +107,14 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
             raise
         _record_outcome(trial, history, None)
     return result.best_val_acc
+
+
+def _optimizer_task(study: optuna.Study) -> str | None:
+    """The optimizer task the tune stage passed (local workers), else the one the study
+    recorded (a remote ``tune-worker``, which has no tune stage above it)."""
+    from xray_hpo.tracking.settings import STUDY_ATTR_OPTIMIZER, parent_task_id
+
+    return parent_task_id() or study.user_attrs.get(STUDY_ATTR_OPTIMIZER)
 
 
 def _record_outcome(trial: optuna.Trial, history: list[Any], exc: BaseException | None) -> None:
