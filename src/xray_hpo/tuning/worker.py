@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,17 @@ import optuna
 from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
+from xray_hpo.tuning.rounds import (
+    ATTR_PARALLEL,
+    EarlierRoundsPruner,
+    EnqueuedTrialsOnly,
+    NoEnqueuedTrial,
+)
 
 _PR_SET_PDEATHSIG = 1
-LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
+ROUNDS_POLL_S = 0.1  # rounds: a worker idles between rounds, so it looks for the next often
+LOST_CHECK_S = 5.0
+ENV_TEST_DELAY = "XRAY_HPO_TEST_EPOCH_DELAY"  # seconds between checks for trials of dead workers while trials run
 
 
 class SurplusTrial(Exception):
@@ -46,6 +55,7 @@ class WorkerContext:
     pruner: PrunerConfig = field(default_factory=lambda: PrunerConfig(name="none"))
     chance_acc: float = 0.0  # always guessing the most common val class
     surplus: bool = False  # set by the objective when its trial lost the race for a place
+    epoch_delay_s: float = 0.0  # tests only ($XRAY_HPO_TEST_EPOCH_DELAY): a slow worker
 
 
 def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
@@ -67,6 +77,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
 
     def on_epoch(stats: EpochStats) -> None:
         started = time.perf_counter()
+        time.sleep(ctx.epoch_delay_s)
         try:
             history.append(stats)
             if tracker is not None:
@@ -175,13 +186,20 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
     spec = probe.user_attrs[studies.ATTR_SPEC]
-    study = optuna.load_study(
-        study_name=study_name, storage=storage,
-        sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
-                                     n_existing=len(probe.get_trials(deepcopy=False))),
-        pruner=studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"]),
-    )
+    pruner = studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"])
+    rounds = probe.user_attrs.get(ATTR_PARALLEL) == "rounds"
+    if rounds:  # the coordinator samples and enqueues; this worker only runs those trials
+        study: optuna.Study = EnqueuedTrialsOnly(
+            study_name, storage, sampler=optuna.samplers.RandomSampler(seed=0),
+            pruner=EarlierRoundsPruner(pruner))
+        poll_s = min(poll_s, ROUNDS_POLL_S)
+    else:
+        study = optuna.load_study(
+            study_name=study_name, storage=storage, pruner=pruner,
+            sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
+                                         n_existing=len(probe.get_trials(deepcopy=False))))
     ctx = load_context(study, prepared_dir, threads)
+    ctx.epoch_delay_s = test_epoch_delay(worker_index)
     ran = 0
     last_lost_check = -math.inf
     while True:
@@ -205,6 +223,9 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
         try:
             study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
                            gc_after_trial=False, show_progress_bar=False)
+        except NoEnqueuedTrial:
+            time.sleep(poll_s)  # rounds: the next round is not enqueued yet
+            continue
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # Our trial was failed by another process (heartbeat missed, e.g. the database
             # was unreachable longer than the grace period); it is replaced, we go on.
@@ -216,6 +237,15 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
             continue
         ran += 1
     return ran
+
+
+def test_epoch_delay(worker_index: int | None, environ: Mapping[str, str] = os.environ) -> float:
+    """Seconds a local worker sleeps after each epoch: ``$ENV_TEST_DELAY`` = ``INDEX:SECONDS``.
+
+    A test-only hook that makes one worker slow, to show the study does not depend on timing.
+    """
+    index, _, seconds = environ.get(ENV_TEST_DELAY, "").partition(":")
+    return float(seconds) if seconds and index == str(worker_index) else 0.0
 
 
 def _die_with_parent(parent_pid: int) -> None:
