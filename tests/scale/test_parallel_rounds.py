@@ -9,9 +9,11 @@ from typing import Any
 import optuna
 import pytest
 
+from xray_hpo.config import HParams, TrainConfig
 from xray_hpo.tuning import study as studies
+from xray_hpo.tuning.lifetime import ENV_TEST_DELAY
+from xray_hpo.tuning.pool import train_many
 from xray_hpo.tuning.rounds import ATTR_ROUND, ATTR_SLOT
-from xray_hpo.tuning.worker import ENV_TEST_DELAY
 
 pytestmark = pytest.mark.slow
 
@@ -51,3 +53,14 @@ def test_two_workers_give_the_same_study_whatever_the_timing(make_project: Any) 
     assert first_trials == second_trials == slow_trials
     for name in OUTPUTS:
         assert first[name] == second[name] == slow[name], name
+
+
+def test_selection_re_runs_on_a_pool_equal_serial_ones(prepared_template: Path) -> None:
+    jobs = [(HParams(lin1_size=64, lin2_size=32, p_dropout=0.1, lr=0.003, batch_size=8), 43),
+            (HParams(lin1_size=100, lin2_size=50, p_dropout=0.2, lr=0.01, batch_size=4), 44),
+            (HParams(lin1_size=64, lin2_size=32, p_dropout=0.1, lr=0.003, batch_size=8), 44)]
+    config = TrainConfig(epochs=2, num_threads=1)
+    serial = list(train_many(jobs, config, prepared_template, workers=1, threads=1))
+    pooled = list(train_many(jobs, config, prepared_template, workers=2, threads=1))
+    assert pooled == serial
+    assert serial[0] != serial[2]  # the seed matters, so equal lists say something

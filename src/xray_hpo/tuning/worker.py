@@ -4,7 +4,8 @@ Workers are separate processes on purpose. ClearML allows one open task per proc
 the coordinator holds the optimizer task and each worker opens and closes one training
 task per trial in sequence; and n workers on n cores train in parallel, one thread each.
 The same loop serves local workers (spawned by the tune stage) and remote ones
-(``xray-hpo tune-worker --storage URL`` on another machine).
+(``xray-hpo tune-worker --storage URL`` on another machine); in rounds mode
+(``xray_hpo.tuning.rounds``) it samples nothing and runs the trials the coordinator enqueued.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import optuna
 from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
+from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
 from xray_hpo.tuning.rounds import (
     ATTR_PARALLEL,
     EarlierRoundsPruner,
@@ -34,10 +35,8 @@ from xray_hpo.tuning.rounds import (
     NoEnqueuedTrial,
 )
 
-_PR_SET_PDEATHSIG = 1
 ROUNDS_POLL_S = 0.1  # rounds: a worker idles between rounds, so it looks for the next often
-LOST_CHECK_S = 5.0
-ENV_TEST_DELAY = "XRAY_HPO_TEST_EPOCH_DELAY"  # seconds between checks for trials of dead workers while trials run
+LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
 
 
 class SurplusTrial(Exception):
@@ -182,13 +181,12 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     ``parent_pid``: the tune stage that spawned this worker; the worker stops when it dies.
     """
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
     spec = probe.user_attrs[studies.ATTR_SPEC]
     pruner = studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"])
-    rounds = probe.user_attrs.get(ATTR_PARALLEL) == "rounds"
-    if rounds:  # the coordinator samples and enqueues; this worker only runs those trials
+    if probe.user_attrs.get(ATTR_PARALLEL) == "rounds":  # run only the coordinator's trials
         study: optuna.Study = EnqueuedTrialsOnly(
             study_name, storage, sampler=optuna.samplers.RandomSampler(seed=0),
             pruner=EarlierRoundsPruner(pruner))
@@ -199,7 +197,7 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
             sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
                                          n_existing=len(probe.get_trials(deepcopy=False))))
     ctx = load_context(study, prepared_dir, threads)
-    ctx.epoch_delay_s = test_epoch_delay(worker_index)
+    ctx.epoch_delay_s = epoch_delay_for_tests(worker_index)
     ran = 0
     last_lost_check = -math.inf
     while True:
@@ -239,47 +237,6 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     return ran
 
 
-def test_epoch_delay(worker_index: int | None, environ: Mapping[str, str] = os.environ) -> float:
-    """Seconds a local worker sleeps after each epoch: ``$ENV_TEST_DELAY`` = ``INDEX:SECONDS``.
-
-    A test-only hook that makes one worker slow, to show the study does not depend on timing.
-    """
-    index, _, seconds = environ.get(ENV_TEST_DELAY, "").partition(":")
-    return float(seconds) if seconds and index == str(worker_index) else 0.0
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM this worker when the process that spawned it dies.
-
-    So a tune stage killed with -9 does not leave workers training on: each marks its
-    trial interrupted and exits. Elsewhere the loop's parent check is the fallback.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-_interrupted = False
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    """First SIGTERM/SIGINT: stop the trial (it is marked interrupted). Later ones are
-    ignored so they cannot cut that bookkeeping short; the coordinator's SIGKILL is the
-    backstop."""
-    global _interrupted
-    if _interrupted:
-        return
-    _interrupted = True
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "tune-worker", help="join a study in shared storage and run its trials",
@@ -297,11 +254,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cli_main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     # Under nohup or `cmd &` in a script SIGINT arrives ignored, and the tune stage keeps
     # ignoring it; its workers must too, or a stray Ctrl-C would stop them and not the stage.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGINT, raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     storage_spec = studies.resolve_storage(args.storage)
