@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -57,13 +58,17 @@ def project(root: Path, prepared: Path, overrides: dict[str, Any]) -> Path:
 
 
 def run_tune(root: Path) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     run_command(root, sys.executable, "stages/tune.py", timeout=7200)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the stage and its workers: the work done, which load does not inflate.
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     tune = json.loads((root / "metrics/tune.json").read_text())
     selection = json.loads((root / "metrics/selection.json").read_text())
     n_val = int(np.load(root / "prepared/val.npz")["labels"].shape[0])
-    return {"wall": wall, "best": tune["best_val_accuracy"], "trials": tune["trials"],
+    return {"wall": wall, "cpu": cpu, "best": tune["best_val_accuracy"], "trials": tune["trials"],
             "chosen": selection["chosen_val_accuracy_mean"], "n_val": n_val,
             "chosen_trial": selection["chosen_trial"]}
 
@@ -88,11 +93,13 @@ def real_part(work: Path) -> list[str]:
         print(f"real: {title} ...", file=sys.stderr, flush=True)
         rows.append((title, run_tune(root)))
     base = rows[0][1]["wall"]
-    lines = ["| settings | tune stage (s) | speed-up | study best val acc [95 % Wilson] "
-             "| chosen val acc (mean over seeds) | trials c/p/f |", "|---|---|---|---|---|---|"]
+    lines = ["| settings | tune stage (s) | speed-up | CPU (s) | study best val acc [95 % Wilson] "
+             "| chosen val acc (mean over seeds) | trials c/p/f |",
+             "|---|---|---|---|---|---|---|"]
     for title, row in rows:
         t = row["trials"]
         lines.append(f"| {title} | {row['wall']:.0f} | {base / row['wall']:.2f}x "
+                     f"| {row['cpu']:.0f} "
                      f"| {interval(row['best'], row['n_val'])} "
                      f"| {interval(row['chosen'], row['n_val'])} "
                      f"| {t['complete']}/{t['pruned']}/{t['failed']} |")
