@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
 from pathlib import Path
 
 from xray_hpo.atomic import atomic_write_json, atomic_write_text
@@ -35,7 +34,7 @@ def main() -> None:
     hparams = load_hparams()
     device = configure_torch(config.train)
     data = load_splits(Path(config.data.prepared_dir), "train", "val")
-    with RunTracker("train_best", "training", hparams=asdict(hparams)) as tracker:
+    with RunTracker("train_best", "training", hparams=hparams.model_dump()) as tracker:
         result = train(hparams, config.train, data["train"], data["val"], device=device,
                        on_epoch=tracker.log_epoch)
         save_model(result.model.cpu(), MODEL)

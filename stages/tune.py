@@ -7,7 +7,6 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from optuna.trial import FrozenTrial
@@ -78,7 +77,7 @@ def main() -> None:
               f"{summary.best_trial} ({summary.best_value:.3f})", file=sys.stderr)
     # Written only now that the study holds its n_trials, each file atomically.
     atomic_write_yaml(BEST_PARAMS, {
-        "hparams": asdict(chosen.candidate.hparams),
+        "hparams": chosen.candidate.hparams.model_dump(),
         "study": summary.study_name,
         "trial": chosen.candidate.trial,
         "val_accuracy": round(chosen.candidate.tune_value, 6),

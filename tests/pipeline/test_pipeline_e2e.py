@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from conftest import TINY, init_dvc_project, run_command
+from conftest import TINY, init_dvc_project, run_command, user_env
 
 # One process runs the module (pytest-xdist): its tests share, in order, one dvc repro.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
@@ -61,6 +62,31 @@ def test_repro_writes_every_tracked_output(dvc_project: Path) -> None:
     assert not list((root / "metrics").glob(".*tmp"))  # atomic writes leave no debris
     status = run_command(root, "dvc", "status")
     assert "up to date" in status, status
+
+
+def test_unknown_key_fails_repro_when_all_is_up_to_date(dvc_project: Path) -> None:
+    """No stage reads ``train.epoch``: check_params, which depends on the whole file, still
+    fails ``dvc repro`` in one line, and every previous output stays as it was."""
+    root = dvc_project
+    params = root / "params.yaml"
+    original = params.read_text()
+    before = {name: (root / name).read_bytes() for name in (*TRACKED, "models/model.pt")}
+    broken = yaml.safe_load(original)
+    broken["train"]["epoch"] = 5
+    params.write_text(yaml.safe_dump(broken, sort_keys=False))
+    try:
+        proc = subprocess.run(["dvc", "repro"], cwd=root, env=user_env(root),
+                              capture_output=True, text=True, timeout=600)
+    finally:
+        params.write_text(original)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "check_params: error:" in line]
+    assert errors == ["check_params: error: params.yaml: train.epoch: unknown key; expected "
+                      "one of ['class_weighting', 'device', 'epochs', 'lr_schedule', "
+                      "'num_threads', 'optimizer', 'seed', 'weight_decay']"], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert {name: (root / name).read_bytes() for name in before} == before
+    assert "up to date" in run_command(root, "dvc", "status")
 
 
 def test_repro_is_byte_identical_from_a_fresh_study(dvc_project: Path) -> None:

@@ -63,7 +63,10 @@ def test_train_keeps_the_best_epoch_and_is_deterministic() -> None:
 
 
 def test_divergence_is_reported_not_hidden() -> None:
-    hp = HParams(lin1_size=64, lin2_size=32, p_dropout=0.0, lr=1e12, batch_size=4)
+    # Past the validated lr bound on purpose (model_construct skips validation): what is
+    # tested is training's own guard against a loss that blows up.
+    hp = HParams.model_construct(lin1_size=64, lin2_size=32, p_dropout=0.0, lr=1e12,
+                                 batch_size=4)
     with pytest.raises(NonFiniteLossError, match="non-finite loss"):
         train(hp, TrainConfig(epochs=3, seed=0), _toy_data(24), _toy_data(12))
 

@@ -86,8 +86,7 @@ def worker_count(config: Config) -> int:
 def parallel_mode(config: Config) -> str:
     """``rounds`` or ``free``. One worker runs as it always did: its own order is a
     reproducible one, and rounds of one trial would only change the sampler's seeds."""
-    mode = str(getattr(config.tune, "parallel", "rounds"))
-    return mode if worker_count(config) > 1 else "free"
+    return config.tune.parallel if worker_count(config) > 1 else "free"
 
 
 def worker_threads(config: Config) -> int:

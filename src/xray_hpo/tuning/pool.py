@@ -11,7 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def train_many(jobs: Sequence[tuple[HParams, int]], config: TrainConfig, prepare
                workers: int, threads: int) -> Iterator[float]:
     """Best-epoch val accuracy of each ``(hparams, seed)``, yielded in order as they finish
     in order; on ``workers`` processes of ``threads`` torch threads (1 worker: in-process)."""
-    config = replace(config, num_threads=threads)
+    config = config.model_copy(update={"num_threads": threads})
     if workers <= 1 or len(jobs) <= 1:
         _start(prepared_dir, config)
         try:

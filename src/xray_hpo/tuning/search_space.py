@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any
 
 import optuna
@@ -51,7 +50,7 @@ def space_as_dict(space: Mapping[str, ParamSpec]) -> dict[str, dict[str, Any]]:
     """JSON-friendly form, for the study fingerprint and the ClearML configuration."""
     return {
         name: {key: (list(value) if isinstance(value, tuple) else value)
-               for key, value in asdict(space[name]).items() if value is not None}
+               for key, value in space[name].model_dump().items() if value is not None}
         for name in sorted(space)
     }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -54,7 +54,7 @@ class CandidateResult:
         return {
             "trial": self.candidate.trial,
             "tune_rank": self.candidate.tune_rank,
-            "hparams": asdict(self.candidate.hparams),
+            "hparams": self.candidate.hparams.model_dump(),
             "tune_val_accuracy": round(self.candidate.tune_value, 6),
             "seeds": list(self.seeds),
             "val_accuracies": [round(a, 6) for a in self.accuracies],

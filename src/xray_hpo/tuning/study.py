@@ -17,7 +17,6 @@ import re
 import socket
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,16 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict
 
-from xray_hpo.config import Config, ParamSpec, PrunerConfig, SamplerConfig
+from xray_hpo.config import (
+    Config,
+    PrunerConfig,
+    SamplerConfig,
+    SearchSpace,
+    TrainConfig,
+    parse,
+)
 from xray_hpo.errors import SettingError
 from xray_hpo.tuning.search_space import space_as_dict
 
@@ -117,10 +124,10 @@ def study_spec(config: Config, data_hashes: Mapping[str, str]) -> dict[str, Any]
     """Everything a worker needs to run trials, and everything that changes their results."""
     return {
         "image_size": config.prepare.image_size,
-        "train": asdict(config.train),
+        "train": config.train.model_dump(),
         "search_space": space_as_dict(config.tune.search_space),
-        "sampler": asdict(config.tune.sampler),
-        "pruner": asdict(config.tune.pruner),
+        "sampler": config.tune.sampler.model_dump(),
+        "pruner": config.tune.pruner.model_dump(),
         "data": dict(sorted(data_hashes.items())),
         "objective": "maximize best-epoch validation accuracy",
     }
@@ -134,9 +141,26 @@ def study_name(prefix: str, spec: Mapping[str, Any]) -> str:
     return f"{prefix}-{digest[:12]}"
 
 
-def space_from_spec(spec: Mapping[str, Any]) -> dict[str, ParamSpec]:
-    return {name: ParamSpec(**{k: (tuple(v) if k == "choices" else v) for k, v in item.items()})
-            for name, item in spec["search_space"].items()}
+class StudySettings(BaseModel):
+    """What a worker runs trials with, read back from the study's stored spec through the
+    same models that validate params.yaml (the spec's other keys are not settings)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+    train: TrainConfig
+    sampler: SamplerConfig
+    pruner: PrunerConfig
+    search_space: SearchSpace
+
+
+def settings_from_spec(spec: Mapping[str, Any], study: str,
+                       num_threads: int | None = None) -> StudySettings:
+    """The stored spec validated (a spec written by another version, or edited in storage,
+    fails here in one line); ``num_threads``: this worker's own, in place of the stored."""
+    raw = dict(spec)
+    if num_threads is not None:
+        raw["train"] = {**dict(spec.get("train") or {}), "num_threads": num_threads}
+    settings: StudySettings = parse(StudySettings, raw, f"study {study}: stored spec")
+    return settings
 
 
 def sampler_seed(base: int, worker_index: int | None, n_existing: int) -> int | None:

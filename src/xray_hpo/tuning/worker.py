@@ -18,13 +18,13 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from xray_hpo.config import PrunerConfig, SamplerConfig, TrainConfig
+from xray_hpo.config import ParamSpec, PrunerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
@@ -47,7 +47,7 @@ class SurplusTrial(Exception):
 class WorkerContext:
     study: optuna.Study
     train_config: TrainConfig
-    space: dict[str, Any]
+    space: dict[str, ParamSpec]
     train_data: Any  # xray_hpo.training.SplitData (torch is imported lazily)
     val_data: Any
     device: Any
@@ -102,7 +102,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         try:
             hparams = suggest_hparams(trial, ctx.space)
             tracker = stack.enter_context(
-                TrialTracker(ctx.study.study_name, trial.number, asdict(hparams)))
+                TrialTracker(ctx.study.study_name, trial.number, hparams.model_dump()))
             started = time.perf_counter()
             result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                            device=ctx.device, on_epoch=on_epoch)
@@ -153,7 +153,8 @@ def stuck_at_chance(history: list[Any], after: int, chance_acc: float) -> bool:
             and max(s.val_acc for s in history) <= chance_acc + 1e-9)
 
 
-def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> WorkerContext:
+def load_context(study: optuna.Study, settings: studies.StudySettings,
+                 prepared_dir: Path) -> WorkerContext:
     from xray_hpo.training import configure_torch, load_splits
 
     spec = study.user_attrs[studies.ATTR_SPEC]
@@ -163,14 +164,14 @@ def load_context(study: optuna.Study, prepared_dir: Path, threads: int) -> Worke
             raise SystemExit(f"{prepared_dir / f'{split}.npz'}: sha256 {actual[:12]} differs "
                              f"from the study's data {expected[:12]}; run prepare on the same "
                              f"data version (dvc pull / dvc repro prepare)")
-    train_config = TrainConfig(**{**spec["train"], "num_threads": threads})
+    train_config = settings.train
     device = configure_torch(train_config)
     data = load_splits(prepared_dir, "train", "val")
     labels = data["val"].labels
     chance_acc = float(labels.bincount().max()) / len(labels) if len(labels) else 0.0
-    return WorkerContext(study, train_config, studies.space_from_spec(spec),
+    return WorkerContext(study, train_config, settings.search_space,
                          data["train"], data["val"], device,
-                         pruner=PrunerConfig(**spec["pruner"]), chance_acc=chance_acc)
+                         pruner=settings.pruner, chance_acc=chance_acc)
 
 
 def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
@@ -184,8 +185,9 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
         die_with_parent(parent_pid)
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
-    spec = probe.user_attrs[studies.ATTR_SPEC]
-    pruner = studies.make_pruner(PrunerConfig(**spec["pruner"]), spec["train"]["epochs"])
+    settings = studies.settings_from_spec(probe.user_attrs[studies.ATTR_SPEC], study_name,
+                                          num_threads=threads)
+    pruner = studies.make_pruner(settings.pruner, settings.train.epochs)
     if probe.user_attrs.get(ATTR_PARALLEL) == "rounds":  # run only the coordinator's trials
         study: optuna.Study = EnqueuedTrialsOnly(
             study_name, storage, sampler=optuna.samplers.RandomSampler(seed=0),
@@ -194,9 +196,9 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     else:
         study = optuna.load_study(
             study_name=study_name, storage=storage, pruner=pruner,
-            sampler=studies.make_sampler(SamplerConfig(**spec["sampler"]), worker_index,
+            sampler=studies.make_sampler(settings.sampler, worker_index,
                                          n_existing=len(probe.get_trials(deepcopy=False))))
-    ctx = load_context(study, prepared_dir, threads)
+    ctx = load_context(study, settings, prepared_dir)
     ctx.epoch_delay_s = epoch_delay_for_tests(worker_index)
     ran = 0
     last_lost_check = -math.inf
