@@ -19,9 +19,10 @@ pytestmark = pytest.mark.slow
 
 OUTPUTS = ("best_params.yaml", "metrics/tune.json", "metrics/selection.json",
            "plots/tune_trials.csv")
-# Enough trials that TPE (5 random start-up trials) and successive halving (rungs at
-# epochs 2 and 6) both decide; the pruner compares at epoch 2 of each trial.
-ROUNDS = {"tune.n_trials": 8, "tune.n_workers": 2,
+# Enough trials that TPE (5 random start-up trials) decides for the last rounds, and
+# successive halving with min_resource 1 at epoch 1 of every trial (and at epoch 3, the
+# last, which is never pruned).
+ROUNDS = {"tune.n_trials": 8, "tune.n_workers": 2, "tune.parallel": "rounds",
           "train.epochs": 3, "train.num_threads": 1, "tune.pruner.min_resource": 1,
           "select.top_k": 2, "select.seeds": 2}
 

@@ -208,9 +208,12 @@ def test_interrupt_then_kill_9_then_rerun_completes_the_count(
         request: pytest.FixtureRequest) -> None:
     storage = Storage(storage_kind, request.getfixturevalue("pg_url")
                       if storage_kind == "postgres" else None)
-    # Epochs of batch 2 last long enough to stop a trial in the middle.
+    # Epochs of batch 2 last long enough to stop a trial in the middle. Two workers run
+    # rounds: the first round's trials have no earlier trial to be pruned against, and
+    # without the stop at chance they complete, so the study always has a winner.
     project = make_project(tiny({
         "tune.n_trials": 4, "tune.n_workers": 2, "train.epochs": 3,
+        "tune.pruner.stop_at_chance_after": 0,
         "tune.search_space.batch_size": {"type": "categorical", "choices": [2]}}))
     # 1. Ctrl-C / SIGTERM: a clean stop, the running trial marked, nothing written.
     stage = start_stage(project, storage, tmp_path / "stage1.log")
