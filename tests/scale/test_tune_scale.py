@@ -240,7 +240,9 @@ def test_interrupt_then_kill_9_then_rerun_completes_the_count(
     os.kill(stage.pid, signal.SIGKILL)
     stage.wait(timeout=10)
     # The other worker notices its parent died (PDEATHSIG) and exits: no orphan trains on.
-    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
+    # It marks its trial first: behind the journal's lock, which a process killed while
+    # holding it leaves stale for up to the lock's 30 s grace period.
+    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=60)
     assert_no_outputs(project)
 
     # 3. The rerun detects the dead worker's trial, fails it and completes the count.

@@ -20,9 +20,15 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from xray_hpo.config import ParamSpec, SamplerConfig
+from xray_hpo.config import ParamSpec, PrunerConfig, SamplerConfig
 from xray_hpo.tuning.search_space import suggest_hparams
-from xray_hpo.tuning.study import ATTR_SURPLUS, holds_slot, is_counted
+from xray_hpo.tuning.study import (
+    ATTR_SURPLUS,
+    holds_slot,
+    is_counted,
+    make_pruner,
+    make_sampler,
+)
 
 ATTR_PARALLEL = "parallel"  # study: "rounds" or "free", set by the coordinator
 ATTR_SLOT = "slot"  # trial: its place among the counted trials (0-based)
@@ -47,6 +53,21 @@ class EnqueuedTrialsOnly(optuna.Study):
         if trial_id is None:
             raise NoEnqueuedTrial("no enqueued trial")
         return optuna.Trial(self, trial_id)
+
+
+def worker_study(probe: optuna.Study, sampler: SamplerConfig, pruner: PrunerConfig,
+                 epochs: int, worker_index: int | None) -> optuna.Study:
+    """The study as a worker runs it: in rounds mode it runs only the coordinator's trials
+    and prunes against earlier rounds; free, it samples with a seed of its own."""
+    base = make_pruner(pruner, epochs)
+    storage = probe._storage
+    if probe.user_attrs.get(ATTR_PARALLEL) == "rounds":
+        return EnqueuedTrialsOnly(probe.study_name, storage, pruner=EarlierRoundsPruner(base),
+                                  sampler=optuna.samplers.RandomSampler(seed=0))  # unused
+    return optuna.load_study(
+        study_name=probe.study_name, storage=storage, pruner=base,
+        sampler=make_sampler(sampler, worker_index,
+                             n_existing=len(probe.get_trials(deepcopy=False))))
 
 
 def slot_seed(base: int, slot: int) -> int:

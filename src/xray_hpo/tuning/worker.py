@@ -28,12 +28,7 @@ from xray_hpo.config import ParamSpec, PrunerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
-from xray_hpo.tuning.rounds import (
-    ATTR_PARALLEL,
-    EarlierRoundsPruner,
-    EnqueuedTrialsOnly,
-    NoEnqueuedTrial,
-)
+from xray_hpo.tuning.rounds import EnqueuedTrialsOnly, NoEnqueuedTrial, worker_study
 
 ROUNDS_POLL_S = 0.1  # rounds: a worker idles between rounds, so it looks for the next often
 LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
@@ -187,17 +182,10 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     probe = optuna.load_study(study_name=study_name, storage=storage)
     settings = studies.settings_from_spec(probe.user_attrs[studies.ATTR_SPEC], study_name,
                                           num_threads=threads)
-    pruner = studies.make_pruner(settings.pruner, settings.train.epochs)
-    if probe.user_attrs.get(ATTR_PARALLEL) == "rounds":  # run only the coordinator's trials
-        study: optuna.Study = EnqueuedTrialsOnly(
-            study_name, storage, sampler=optuna.samplers.RandomSampler(seed=0),
-            pruner=EarlierRoundsPruner(pruner))
+    study = worker_study(probe, settings.sampler, settings.pruner, settings.train.epochs,
+                         worker_index)
+    if isinstance(study, EnqueuedTrialsOnly):
         poll_s = min(poll_s, ROUNDS_POLL_S)
-    else:
-        study = optuna.load_study(
-            study_name=study_name, storage=storage, pruner=pruner,
-            sampler=studies.make_sampler(settings.sampler, worker_index,
-                                         n_existing=len(probe.get_trials(deepcopy=False))))
     ctx = load_context(study, settings, prepared_dir)
     ctx.epoch_delay_s = epoch_delay_for_tests(worker_index)
     ran = 0
