@@ -34,7 +34,7 @@ def main() -> None:
     hparams = load_hparams()
     device = configure_torch(config.train)
     data = load_splits(Path(config.data.prepared_dir), "train", "val")
-    with RunTracker("train_best", "training", hparams=hparams.model_dump()) as tracker:
+    with RunTracker("train_best", "training", hparams=hparams.as_dict()) as tracker:
         result = train(hparams, config.train, data["train"], data["val"], device=device,
                        on_epoch=tracker.log_epoch)
         save_model(result.model.cpu(), MODEL)

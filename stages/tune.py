@@ -1,5 +1,6 @@
 """DVC stage tune: an Optuna study over the model's hyperparameters (validation split only),
-then fANOVA importances and robust selection of the winner (top-k re-run with several seeds)."""
+then importances with uncertainty (tuning.assessment) and robust selection of the winner
+(top-k re-run with several seeds)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ IMPORTANCE = Path("metrics/importance.json")
 IMPORTANCE_PLOT = Path("plots/importance.csv")
 SELECTION = Path("metrics/selection.json")
 TRIALS = Path("plots/tune_trials.csv")
+CURVES = Path("plots/tune_curves.csv")
 
 
 def analyse(config: Config, storage_spec: str, study_name: str
@@ -55,8 +57,8 @@ def analyse(config: Config, storage_spec: str, study_name: str
 
 
 def main() -> None:
-    from xray_hpo.tuning.importance import importance_csv, importance_metrics
-    from xray_hpo.tuning.trials import trials_csv
+    from xray_hpo.tuning.importance import importance_csv
+    from xray_hpo.tuning.trials import curves_csv, trials_csv
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--storage", help="Optuna storage URL or journal:PATH "
@@ -77,17 +79,19 @@ def main() -> None:
               f"{summary.best_trial} ({summary.best_value:.3f})", file=sys.stderr)
     # Written only now that the study holds its n_trials, each file atomically.
     atomic_write_yaml(BEST_PARAMS, {
-        "hparams": chosen.candidate.hparams.model_dump(),
+        "hparams": chosen.candidate.hparams.as_dict(),
         "study": summary.study_name,
         "trial": chosen.candidate.trial,
         "val_accuracy": round(chosen.candidate.tune_value, 6),
         "selection": selection.best_params_entry(),
     })
     # Metrics files keep their keys in the order built (`dvc exp show` shows them so).
-    atomic_write_json(IMPORTANCE, importance_metrics(importances, trials), sort_keys=False)
+    assert summary.assessment is not None  # run_study always assesses
+    atomic_write_json(IMPORTANCE, summary.assessment.metrics(), sort_keys=False)
     atomic_write_text(IMPORTANCE_PLOT, importance_csv(importances))
     atomic_write_json(SELECTION, selection.metrics(), sort_keys=False)
     atomic_write_text(TRIALS, trials_csv(trials))
+    atomic_write_text(CURVES, curves_csv(trials))
     atomic_write_json(METRICS, summary.metrics(), sort_keys=False)
 
 

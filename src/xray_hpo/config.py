@@ -13,14 +13,25 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, Field, StrictFloat, field_validator, model_validator
 
-from xray_hpo.hparams import HYPERPARAMETERS, HParams, ParamSpec, SearchSpace
+from xray_hpo.hparams import (
+    ALL_HYPERPARAMETERS,
+    EXTENDED_HYPERPARAMETERS,
+    HPARAM_DEFAULTS,
+    HYPERPARAMETERS,
+    ExtensionSpace,
+    HParams,
+    ParamSpec,
+    SearchSpace,
+    searched,
+)
 from xray_hpo.validation import SEED_MAX, AtKey, ConfigError, StrictModel, parse, show
 
 __all__ = [
-    "HYPERPARAMETERS", "Config", "ConfigError", "DataConfig", "EvaluateConfig", "HParams",
-    "KermanyConfig", "ParamSpec", "PrepareConfig", "PrunerConfig", "SamplerConfig",
+    "ALL_HYPERPARAMETERS", "EXTENDED_HYPERPARAMETERS", "HPARAM_DEFAULTS", "HYPERPARAMETERS",
+    "AugmentConfig", "Config", "ConfigError", "DataConfig", "EvaluateConfig", "ExtensionSpace",
+    "HParams", "KermanyConfig", "ParamSpec", "PrepareConfig", "PrunerConfig", "SamplerConfig",
     "SearchSpace", "SelectConfig", "TrainConfig", "TuneConfig", "config_from_dict",
-    "load_config", "load_hparams", "load_kermany_config", "parse",
+    "load_config", "load_hparams", "load_kermany_config", "parse", "searched",
 ]
 
 PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/")
@@ -61,6 +72,22 @@ class PrepareConfig(StrictModel):
     image_size: int = Field(64, ge=IMAGE_SIZE_MIN, le=512)
 
 
+class AugmentConfig(StrictModel):
+    """Training-time augmentation (xray_hpo.augment). ``strength`` scales every magnitude
+    below, each given at strength 1; 0 turns augmentation off (the original study)."""
+
+    strength: float = Field(0.0, ge=0, le=1)
+    rotation_degrees: float = Field(15.0, ge=0, le=45)  # rotation within +-this
+    translate: float = Field(0.08, ge=0, le=0.25)  # shift within +-this share of the side
+    crop_scale: float = Field(0.5, ge=0.25, le=1)  # random resized crop: least area kept
+    crop_ratio: float = Field(0.15, ge=0, le=1)  # ...aspect ratio within (1 + this) of square
+    brightness: float = Field(0.3, ge=0, le=0.9)  # factor within 1 +- this
+    contrast: float = Field(0.5, ge=0, le=0.9)
+    gamma: float = Field(1.0, ge=0, le=2)  # gamma within (1 + this) ** +-1
+    noise_std: float = Field(0.08, ge=0, le=0.5)  # Gaussian sigma (pixels in [0, 1])
+    horizontal_flip: bool = False  # off: a flip mirrors the heart to the right
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(10, ge=1, le=EPOCHS_MAX)
     seed: Seed = 42
@@ -72,6 +99,7 @@ class TrainConfig(StrictModel):
     class_weighting: Literal["none", "balanced"] = "none"
     num_threads: int = Field(0, ge=0, le=1024)  # 0: every core this process may use
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    augment: AugmentConfig = AugmentConfig()
 
 
 class SamplerConfig(StrictModel):
@@ -117,6 +145,23 @@ class TuneConfig(StrictModel):
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     search_space: SearchSpace
+    extended: bool = False  # true: search tune.extension's entries too
+    extension: ExtensionSpace = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _extension(self) -> TuneConfig:
+        if self.extended and not self.extension:
+            raise AtKey("extension", "expected at least one entry when tune.extended is true")
+        twice = sorted(set(self.search_space) & set(self.extension))
+        if self.extended and twice:
+            raise AtKey(f"extension.{twice[0]}", "also in tune.search_space; expected it in "
+                                                 "one of the two")
+        return self
+
+    @property
+    def active_space(self) -> dict[str, ParamSpec]:
+        """What the study searches: search_space, plus extension when extended."""
+        return {**self.search_space, **(self.extension if self.extended else {})}
 
 
 class SelectConfig(StrictModel):

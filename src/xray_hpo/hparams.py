@@ -4,6 +4,7 @@ the bounds that every search-space spec (``tune.search_space``) is checked again
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
@@ -13,17 +14,52 @@ from xray_hpo.validation import AtKey, StrictModel, describe, show
 LAYER_MAX = 4096  # units of a hidden layer, and images per batch: far past this data's size
 
 
+WIDTH_MAX = 256  # channels of a convolution
+
+
 class HParams(StrictModel):
-    """One point of the search space: what a trial (or the final model) trains with."""
+    """One point of the search space: what a trial (or the final model) trains with.
+
+    The first five are the original study's space (``tune.search_space`` needs a spec for
+    each). The rest are the extended space's (``tune.extension``); their defaults are the
+    original study's model and training, None meaning train.weight_decay and
+    train.augment.strength.
+    """
 
     lin1_size: int = Field(ge=1, le=LAYER_MAX)
     lin2_size: int = Field(ge=1, le=LAYER_MAX)
     p_dropout: float = Field(ge=0, lt=1)
     lr: float = Field(gt=0, lt=10)
     batch_size: int = Field(ge=1, le=LAYER_MAX)
+    # Bounds on the float itself: None passes, and pydantic bounds no Optional.
+    weight_decay: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="a number in [0, 1]")
+    augment_strength: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="a number in [0, 1]")
+    conv1_width: int = Field(6, ge=1, le=WIDTH_MAX)
+    conv2_width: int = Field(16, ge=1, le=WIDTH_MAX)
+    batch_norm: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The values to record: the extended ones only where they differ from the default,
+        so the default study's best_params.yaml keeps its five keys."""
+        return self.model_dump(exclude_defaults=True)
 
 
-HYPERPARAMETERS: tuple[str, ...] = tuple(HParams.model_fields)
+HYPERPARAMETERS: tuple[str, ...] = tuple(
+    name for name, field in HParams.model_fields.items() if field.is_required())
+EXTENDED_HYPERPARAMETERS: tuple[str, ...] = tuple(
+    name for name in HParams.model_fields if name not in HYPERPARAMETERS)
+ALL_HYPERPARAMETERS = HYPERPARAMETERS + EXTENDED_HYPERPARAMETERS
+HPARAM_DEFAULTS: dict[str, Any] = {name: HParams.model_fields[name].default
+                                   for name in EXTENDED_HYPERPARAMETERS}
+
+
+def searched(names: Iterable[str]) -> tuple[str, ...]:
+    """The columns of a study's tables: every default hyperparameter, then the extended ones
+    among ``names``, in a fixed order."""
+    present = set(names)
+    return HYPERPARAMETERS + tuple(n for n in EXTENDED_HYPERPARAMETERS if n in present)
 
 
 class ParamSpec(StrictModel):
@@ -67,19 +103,34 @@ class ParamSpec(StrictModel):
 
 
 def check_space(space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
-    """Every hyperparameter has a spec, and every value a spec can give satisfies its
-    HParams field: both ends of a range, each choice of a categorical."""
-    unknown = sorted(set(space) - set(HYPERPARAMETERS))
-    if unknown:
-        raise AtKey(unknown[0], f"unknown hyperparameter; expected one of {list(HYPERPARAMETERS)}")
+    """Every default hyperparameter has a spec (an extended one may), and every value a spec
+    can give satisfies its HParams field: both ends of a range, each choice of a categorical."""
+    _check_names(space, ALL_HYPERPARAMETERS)
     for name in HYPERPARAMETERS:
         if name not in space:
             raise AtKey(name, "missing; expected a spec for every hyperparameter (fix one with "
                               "type categorical and one choice)")
+    return _check_values(space)
+
+
+def check_extension(space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+    """``tune.extension``: specs of extended hyperparameters only, checked as above."""
+    _check_names(space, EXTENDED_HYPERPARAMETERS)
+    return _check_values(space)
+
+
+def _check_names(space: dict[str, ParamSpec], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(space) - set(allowed))
+    if unknown:
+        raise AtKey(unknown[0], f"unknown hyperparameter; expected one of {list(allowed)}")
+
+
+def _check_values(space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
     for name, spec in space.items():
         field = HParams.model_fields[name]
-        adapter = TypeAdapter(Annotated[(field.annotation, *field.metadata)],
-                              config={"strict": True, "allow_inf_nan": False})
+        hint = (Annotated[(field.annotation, *field.metadata)] if field.metadata
+                else field.annotation)
+        adapter = TypeAdapter(hint, config={"strict": True, "allow_inf_nan": False})
         integral = field.annotation is int
         if spec.type == "categorical":
             assert spec.choices is not None
@@ -104,3 +155,4 @@ def check_space(space: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
 
 # What ``tune.search_space`` is, also when a tune worker reads it back from the study.
 SearchSpace = Annotated[dict[str, ParamSpec], AfterValidator(check_space)]
+ExtensionSpace = Annotated[dict[str, ParamSpec], AfterValidator(check_extension)]

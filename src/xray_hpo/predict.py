@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
+import pickle
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,17 +41,26 @@ class Prediction:
         return [self.path, self.prediction, *probs, self.error]
 
 
+def check_inputs(paths: Iterable[str | Path]) -> None:
+    """A PATH that does not exist is a typo: stop before any work, naming it. (A dangling
+    link exists as a name: it gets an error row like any unreadable file.)"""
+    missing = [str(raw) for raw in paths if not os.path.lexists(raw)]
+    if missing:
+        raise PredictError(f"{', '.join(missing)}: no such file or folder")
+
+
 def collect(paths: Iterable[str | Path]) -> list[tuple[str, Path | None, str]]:
     """(shown path, file or None, error) per input: folders are searched recursively for
-    PNG/JPEG files (sorted); a named file is taken whatever its suffix."""
+    PNG/JPEG names (sorted); a named file is taken whatever its suffix. Anything that is not
+    a folder is kept, FIFOs and dangling links included: decode_image gives their error row."""
     found: list[tuple[str, Path | None, str]] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                           if not p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
             found.extend((str(p), p, "") for p in files)
-        elif path.is_file():
+        elif os.path.lexists(path):
             found.append((str(path), path, ""))
         else:
             found.append((str(path), None, "not found"))
@@ -70,8 +81,12 @@ def predict_paths(paths: Sequence[str | Path], model_path: str | Path,
                            "train_best) or pass --model")
     try:
         model = load_model(model_path)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: never here
+        raise PredictError(f"{model_path}: not a model saved by xray-hpo (it holds Python "
+                           "objects besides tensors, which are not loaded, for safety)") from None
     except Exception as exc:  # a truncated or foreign file
-        raise PredictError(f"{model_path}: not a model saved by xray-hpo ({exc})") from exc
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise PredictError(f"{model_path}: not a model saved by xray-hpo ({reason})") from None
     if cam_dir is not None:  # before any work: a model Grad-CAM cannot explain, a bad DIR
         _check_cam(model, cam_dir)
     size = model.args.image_size
@@ -142,26 +157,41 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="models/model.pt",
                         help="model saved by train_best (default: models/model.pt)")
     parser.add_argument("--out", default="predictions.csv",
-                        help="CSV to write, '-' for stdout (default: predictions.csv)")
+                        help="CSV to write, a folder (writes FOLDER/predictions.csv) or '-' "
+                             "for stdout (default: predictions.csv)")
     parser.add_argument("--cam", type=Path, metavar="DIR",
                         help="also write a Grad-CAM overlay PNG of the predicted class per "
                              "image into DIR (the CSV gains a 'cam' column with its path)")
     parser.set_defaults(func=_cli_main)
 
 
+def output_file(out: str) -> Path | None:
+    """Where the CSV goes: None for stdout, DIR/predictions.csv for an existing folder."""
+    if out == "-":
+        return None
+    target = Path(out)
+    if target.is_dir():
+        return target / "predictions.csv"
+    if not target.parent.is_dir():
+        raise PredictError(f"--out {out}: folder {target.parent} does not exist")
+    return target
+
+
 def _cli_main(args: argparse.Namespace) -> int:
     from xray_hpo.atomic import atomic_write_text
 
+    check_inputs(args.paths)
+    target = output_file(args.out)  # before any work, like the inputs
     predictions = predict_paths(args.paths, args.model, cam_dir=args.cam)
     if not predictions:
         raise PredictError("no PNG or JPEG images found in " + ", ".join(args.paths))
     text = predictions_csv(predictions, cam=args.cam is not None)
-    if args.out == "-":
+    if target is None:
         sys.stdout.write(text)
     else:
-        atomic_write_text(Path(args.out), text)
+        atomic_write_text(target, text)
     failed = sum(bool(p.error) for p in predictions)
-    where = "stdout" if args.out == "-" else args.out
+    where = "stdout" if target is None else str(target)
     print(f"predict: {len(predictions) - failed} image(s) classified, {failed} error row(s) "
           f"-> {where}" + (f", overlays -> {args.cam}/" if args.cam else ""), file=sys.stderr)
     return 0

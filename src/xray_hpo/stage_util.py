@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from xray_hpo.atomic import sigterm_as_interrupt
 from xray_hpo.errors import UserError
 
 TIMINGS = Path("runs/timings.jsonl")  # git-ignored: wall-clock never goes into metrics/
@@ -17,7 +18,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(): user errors become one line and exit 2; time goes to TIMINGS."""
     started = time.perf_counter()
     try:
-        main()
+        with sigterm_as_interrupt():  # kill: temporary files removed, outputs as they were
+            main()
     except UserError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,6 +2,8 @@
 
 Data stays in memory as tensors (prepare decoded it once), batches are slices of a
 seeded permutation: no DataLoader workers, so a trial costs little beyond its epochs.
+Augmentation (``train.augment``, or a trial's ``augment_strength``) transforms each batch
+on its device, drawing from its own seeded generator (xray_hpo.augment).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from xray_hpo.config import HParams, TrainConfig
+from xray_hpo.augment import augment_batch, augmentation_generator
+from xray_hpo.config import AugmentConfig, HParams, TrainConfig
 from xray_hpo.model import ModelArgs, XrayCNN
 
 
@@ -134,7 +137,8 @@ def train(
     model = XrayCNN(ModelArgs(
         image_size=image_size, lin1_size=hparams.lin1_size, lin2_size=hparams.lin2_size,
         p_dropout=hparams.p_dropout, pixel_mean=round(pixels.mean().item(), 6),
-        pixel_std=round(max(pixels.std().item(), 1e-3), 6),
+        pixel_std=round(max(pixels.std().item(), 1e-3), 6), conv1_width=hparams.conv1_width,
+        conv2_width=hparams.conv2_width, batch_norm=hparams.batch_norm,
     )).to(device)
     optimizer = _make_optimizer(model, hparams, config)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
@@ -143,13 +147,19 @@ def train(
                if config.class_weighting == "balanced" else None)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
     shuffler = torch.Generator().manual_seed(seed)
+    strength = (config.augment.strength if hparams.augment_strength is None
+                else hparams.augment_strength)
 
     result = TrainResult(model=model, best_epoch=0, best_val_acc=-1.0, best_val_loss=math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     for epoch in range(1, config.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
+        augmentation = (_Augmentation(config.augment, strength,
+                                      augmentation_generator(seed, epoch))
+                        if strength > 0 else None)
         train_loss, train_acc = _train_one_epoch(
-            model, optimizer, loss_fn, train_data, hparams.batch_size, shuffler, device)
+            model, optimizer, loss_fn, train_data, hparams.batch_size, shuffler, device,
+            augmentation)
         if scheduler is not None:
             scheduler.step()
         val_loss, val_acc, _ = evaluate_split(model, val_data, device)
@@ -169,17 +179,29 @@ def train(
     return result
 
 
+@dataclass(frozen=True)
+class _Augmentation:
+    settings: AugmentConfig
+    strength: float
+    generator: torch.Generator
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return augment_batch(images, self.settings, self.strength, self.generator)
+
+
 def _make_optimizer(model: nn.Module, hparams: HParams,
                     config: TrainConfig) -> torch.optim.Optimizer:
+    weight_decay = config.weight_decay if hparams.weight_decay is None else hparams.weight_decay
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=hparams.lr, momentum=0.9,
-                               weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=hparams.lr, weight_decay=config.weight_decay)
+                               weight_decay=weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=hparams.lr, weight_decay=weight_decay)
 
 
 def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      data: SplitData, batch_size: int, shuffler: torch.Generator,
-                     device: torch.device) -> tuple[float, float]:
+                     device: torch.device,
+                     augmentation: _Augmentation | None = None) -> tuple[float, float]:
     model.train()
     order = torch.randperm(len(data), generator=shuffler)
     # Running sums stay tensors: no per-batch .item() round trip (a sync on CUDA).
@@ -188,6 +210,8 @@ def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn
     for start in range(0, len(data), batch_size):
         index = order[start:start + batch_size]
         images, labels = data.images[index].to(device), data.labels[index].to(device)
+        if augmentation is not None:
+            images = augmentation(images)
         optimizer.zero_grad(set_to_none=True)
         logits = model(images)
         loss = loss_fn(logits, labels)

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",
            "plots/train_history.csv", "plots/test_predictions.csv", "plots/importance.csv",
-           "plots/tune_trials.csv", "reports/index.md")
+           "plots/tune_trials.csv", "plots/tune_curves.csv", "reports/index.md")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_unknown_key_fails_repro_when_all_is_up_to_date(dvc_project: Path) -> No
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "check_params: error:" in line]
     assert errors == ["check_params: error: params.yaml: train.epoch: unknown key; expected "
-                      "one of ['class_weighting', 'device', 'epochs', 'lr_schedule', "
+                      "one of ['augment', 'class_weighting', 'device', 'epochs', 'lr_schedule', "
                       "'num_threads', 'optimizer', 'seed', 'weight_decay']"], proc.stderr
     assert "Traceback" not in proc.stderr
     assert {name: (root / name).read_bytes() for name in before} == before
@@ -110,7 +110,7 @@ def test_experiment_with_more_trials_continues_the_study(dvc_project: Path) -> N
     columns = header[header.index("parent") + 1:]
     assert columns[:3] == ["accuracy", "accuracy_ci_low", "accuracy_ci_high"], columns
     first = {name: columns.index(name) for name in ("macro_f1", "chosen_trial", "best_trial",
-                                                     "complete_trials")}
+                                                     "fanova_common_epoch.lr", "winner")}
     assert list(first.values()) == sorted(first.values()), first
     assert "tune.n_trials" in json.dumps(shown) or "n_trials" in json.dumps(shown)
     diff = run_command(root, "dvc", "params", "diff")

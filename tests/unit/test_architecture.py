@@ -173,3 +173,18 @@ def test_modules_stay_readable() -> None:
              for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
     too_long = {p: n for p, n in sizes.items() if n > 400}
     assert not too_long, f"modules over 400 lines (split them by concern): {too_long}"
+
+
+def test_every_output_persists_so_a_failed_run_keeps_the_previous_results() -> None:
+    """Without ``persist: true`` DVC deletes a stage's outputs before running it, so a failed
+    or interrupted stage would leave no results at all (issue 11)."""
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    missing = []
+    for name, stage in pipeline["stages"].items():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                path, options = next(iter(entry.items())) if isinstance(entry, dict) else (
+                    entry, {})
+                if not (options or {}).get("persist"):
+                    missing.append(f"{name}: {path}")
+    assert not missing, f"outputs without persist: true: {missing}"

@@ -38,7 +38,7 @@ def _error(raw: dict[str, Any]) -> str:
 
 
 SS = "tune.search_space"
-TRAIN_KEYS = ("['class_weighting', 'device', 'epochs', 'lr_schedule', 'num_threads', "
+TRAIN_KEYS = ("['augment', 'class_weighting', 'device', 'epochs', 'lr_schedule', 'num_threads', "
               "'optimizer', 'seed', 'weight_decay']")
 PATH_RULE = ("expected a non-empty relative path inside the project (letters, digits, _ . - "
              "and /; no '..')")
@@ -147,7 +147,8 @@ BAD = [
      f"{SS}.lin1_size.type: expected int or categorical for lin1_size, got float"),
     (_set(f"{SS}.momentum", {"type": "float", "low": 0, "high": 1}), f"{SS}.momentum: unknown "
      "hyperparameter; expected one of ['lin1_size', 'lin2_size', 'p_dropout', 'lr', "
-     "'batch_size']"),
+     "'batch_size', 'weight_decay', 'augment_strength', 'conv1_width', 'conv2_width', "
+     "'batch_norm']"),
     (lambda r: r["tune"]["search_space"].pop("p_dropout"), f"{SS}.p_dropout: missing; expected "
      "a spec for every hyperparameter (fix one with type categorical and one choice)"),
     (lambda r: r.pop("tune"), "tune: missing; expected a mapping"),
@@ -189,9 +190,9 @@ def test_smallest_image_size_is_the_models_true_minimum() -> None:
 
 
 def test_hyperparameters_are_defined_once() -> None:
-    from xray_hpo.config import HYPERPARAMETERS, HParams
+    from xray_hpo.config import EXTENDED_HYPERPARAMETERS, HYPERPARAMETERS, HParams
 
-    assert tuple(HParams.model_fields) == HYPERPARAMETERS
+    assert tuple(HParams.model_fields) == HYPERPARAMETERS + EXTENDED_HYPERPARAMETERS
     with pytest.raises(ValidationError):
         HParams(lin1_size=64, lin2_size=32, p_dropout=0.1, lr=0.01, batch_size=True)
 

@@ -162,6 +162,7 @@ def test_predict_cam_writes_overlays_for_the_readable_files_only(
     Image.open(phantom_data / str(prepared.paths[1])).resize((150, 90)).convert("RGB").save(
         folder / "nested" / "img0.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really an image" * 10)
+    (tmp_path / "missing.png").symlink_to(tmp_path / "gone.png")  # dangling: an error row
     out, cams = tmp_path / "predictions.csv", tmp_path / "cams"
 
     rc = cli_main(["predict", str(folder), str(tmp_path / "missing.png"), "--model",

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from test_report import CHROMIUM, CHROMIUM_FLAGS, _study, render, rendered_problems
 
-from xray_hpo.config import HYPERPARAMETERS
 from xray_hpo.data.dataset import PreparedSplit, save_prepared
 from xray_hpo.model import ModelArgs, XrayCNN, save_model
 from xray_hpo.reporting.figures import figures_html, write_figures
 from xray_hpo.reporting.gallery import attention_sentence, build_gallery, pick_examples
+from xray_hpo.tuning.assessment import assess
 
 # Recorded into the DOM once the page has loaded: each gallery picture's decoded size.
 IMAGE_PROBE = ("<script>window.addEventListener('load',function(){var s=[];document."
@@ -108,8 +108,8 @@ def test_the_page_shows_the_gallery_in_headless_chromium(
         tmp_path: Path, gallery_inputs: tuple[Path, Path]) -> None:
     gallery = build_gallery(*gallery_inputs, tmp_path / "figures")
     html = tmp_path / "figures.html"
-    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
-    write_figures(_study().trials, importances, tmp_path / "figures", html,
+    importance = assess(_study().trials, n_resamples=3, n_trees=4).metrics()
+    write_figures(_study().trials, importance, tmp_path / "figures", html,
                   extra_html=gallery.html)
     page = html.read_text()
     assert page.count('<img class="gallery"') == 3 and "Where attention falls" in page

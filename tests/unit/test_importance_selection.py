@@ -1,17 +1,29 @@
-"""fANOVA importances and robust (re-seeded top-k) selection, on constructed studies."""
+"""Importances (the single fANOVA estimate, and the resampled two-view assessment) and
+robust (re-seeded top-k) selection, on constructed studies."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
 from conftest import REPO
 from xray_hpo.config import HYPERPARAMETERS, HParams, load_config
-from xray_hpo.tuning.importance import param_importances, ranking_sentence, study_importances
+from xray_hpo.reporting.importance import conclusion
+from xray_hpo.tuning.assessment import (
+    COMMON,
+    COMPLETE,
+    assess,
+    common_epoch,
+    shares_of,
+    study_assessment,
+)
+from xray_hpo.tuning.importance import param_importances
 from xray_hpo.tuning.search_space import distributions, suggest_hparams
 from xray_hpo.tuning.selection import robust_select, top_candidates
 
@@ -41,21 +53,117 @@ def test_importances_cover_every_hyperparameter_sum_to_one_and_find_the_driver()
     assert next(iter(importances)) == "lr"  # largest first, and lr drives the accuracy
     assert importances["lr"] > 0.5
     assert param_importances(study.trials) == importances  # seeded: deterministic
-    assert ranking_sentence(importances).startswith("`lr` matters most")
 
 
-def test_importances_use_only_the_counted_budget() -> None:
-    study = lr_driven_study(30)
-    first = sorted(study.trials, key=lambda t: t.number)[:12]
-    assert study_importances(study, 12) == param_importances(first)
 
 
-def test_too_few_trials_give_uniform_importances_stated_as_such() -> None:
+def test_too_few_trials_give_uniform_importances() -> None:
     study = lr_driven_study(1)
     importances = param_importances(study.trials)
     assert set(importances) == set(HYPERPARAMETERS)
     assert all(v == pytest.approx(0.2) for v in importances.values())
-    assert "No hyperparameter stands out" in ranking_sentence(importances)
+
+
+# --- the assessment: every trial at the common epoch, resampled, two evaluators ------------
+
+EPOCHS = 6
+FAST = {"n_resamples": 12, "n_trees": 8}  # the stage uses 20 x 16; a test needs fewer
+
+
+def pruned_study(value: Any, n_trials: int = 30, seed: int = 0) -> optuna.Study:
+    """A real study with the stage's kind of pruner: each trial reports ``value(hp, epoch)``
+    per epoch and successive halving stops most of them at epoch 2 or 4."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3))
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = suggest_hparams(trial, SPACE)
+        for epoch in range(1, EPOCHS + 1):
+            accuracy = value(hp, epoch)
+            trial.report(accuracy, epoch)
+            if epoch < EPOCHS and trial.should_prune():
+                raise optuna.TrialPruned()
+        return accuracy
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def lr_alone(hp: HParams, epoch: int) -> float:
+    """Only the learning rate decides: best at 10^-2.5, as good at every epoch."""
+    return 0.9 - 0.2 * abs(math.log10(hp.lr) + 2.5)
+
+
+def test_when_one_hyperparameter_alone_decides_it_gets_the_share_and_is_declared() -> None:
+    study = pruned_study(lr_alone)
+    pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
+    assert pruned >= 15  # most trials pruned: the complete-only view is thin
+    result = assess(study, **FAST)
+    main = result.main
+    assert result.headline == COMMON and main.epoch == 2 and main.n_trials == 30
+    assert result.views[COMPLETE].n_trials == 30 - pruned
+    fanova = main.methods["fanova"].shares["lr"]
+    assert fanova.median > 0.9 and fanova.low > 0.75  # nearly all of it, a tight interval
+    assert fanova.first_rate == 1.0
+    assert main.methods["pedanova"].leader == "lr" and main.agree
+    assert main.winner == "lr"
+    metrics = result.metrics()
+    assert metrics["winner"] == "lr" and next(iter(shares_of(metrics))) == "lr"
+    text = conclusion(metrics, "the test data")
+    assert "**`lr` matters most**" in text and "all 30 counted trials at epoch 2" in text
+
+
+def test_on_pure_noise_no_hyperparameter_is_declared() -> None:
+    rng = np.random.default_rng(3)
+    study = pruned_study(lambda hp, epoch: float(rng.uniform(0.3, 0.9)))
+    result = assess(study, **FAST)
+    assert result.headline == COMMON
+    for view in result.views.values():
+        assert view.winner is None
+    fanova = result.main.methods["fanova"]
+    assert fanova.shares[fanova.leader].first_rate < 0.8
+    assert result.metrics()["winner"] == "none"
+    assert "the study cannot tell" in conclusion(result.metrics(), "the test data")
+
+
+def test_the_common_epoch_is_the_last_one_every_trial_reached() -> None:
+    def reported(number: int, epochs: int, state: TrialState) -> Any:
+        trial = _trial(number, 0.5 if state == TrialState.COMPLETE else None, 0.01, state)
+        return create_trial(state=state, value=trial.value, params=trial.params,
+                            distributions=trial.distributions,
+                            intermediate_values={e: 0.1 * e for e in range(1, epochs + 1)})
+
+    trials = [reported(0, 10, TrialState.COMPLETE), reported(1, 6, TrialState.PRUNED),
+              reported(2, 2, TrialState.PRUNED)]
+    assert common_epoch(trials) == 2
+    assert common_epoch(trials[:2]) == 6
+    assert common_epoch([]) is None
+
+
+def test_the_metrics_compare_flat_first_and_are_deterministic() -> None:
+    study = pruned_study(lr_alone, n_trials=12)
+    metrics = assess(study, **FAST).metrics()
+    assert list(metrics)[:6] == ["fanova_common_epoch", "pedanova_common_epoch",
+                                 "fanova_complete_best_epoch", "pedanova_complete_best_epoch",
+                                 "headline", "winner"]
+    assert list(metrics["fanova_common_epoch"]) == list(HYPERPARAMETERS)
+    assert all(0.0 <= v <= 1.0 for v in metrics["fanova_common_epoch"].values())
+    assert (metrics["details"]["resamples"], metrics["details"]["fanova_trees"]) == (12, 8)
+    details = metrics["details"][COMMON]
+    assert details["trials"] == 12 and details["epoch"] == 2
+    low, high = details["fanova"]["lr"]["low"], details["fanova"]["lr"]["high"]
+    assert low <= details["fanova"]["lr"]["median"] <= high
+    assert json.dumps(assess(study, **FAST).metrics()) == json.dumps(metrics)
+
+
+def test_the_assessment_uses_only_the_counted_budget() -> None:
+    study = pruned_study(lr_alone, n_trials=16)
+    first = sorted(study.trials, key=lambda t: t.number)[:10]
+    counted = study_assessment(study, 10, **FAST)
+    assert counted.main.n_trials == 10
+    assert counted.metrics() == assess(first, **FAST).metrics()
 
 
 def _trial(number: int, value: float | None, lr: float,

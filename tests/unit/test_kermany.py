@@ -237,12 +237,12 @@ def test_failed_import_leaves_existing_output_untouched(shared: Path, tmp_path: 
     source = build_subset(shared, tmp_path / "src", per_class=5)
     out = tmp_path / "data"
     out.mkdir()
-    (out / "keep.txt").write_text("old data")
+    (out / "keep.txt").write_text("old data")  # not an import: replaced only with force
     with pytest.raises(SplitError, match="only 5 usable normal images"):
-        import_kermany(ImportOptions(source, out, sizes=(206, 45, None)))
+        import_kermany(ImportOptions(source, out, sizes=(206, 45, None), force=True))
     assert [p.name for p in tmp_path.iterdir() if p.name != "src"] == ["data"]  # no temp left
     assert (out / "keep.txt").read_text() == "old data"
-    import_kermany(ImportOptions(source, out, sizes=(6, 3, None)))
+    import_kermany(ImportOptions(source, out, sizes=(6, 3, None), force=True))
     assert not (out / "keep.txt").exists()  # a successful import replaces the tree whole
 
 

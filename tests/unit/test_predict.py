@@ -40,10 +40,10 @@ def test_predict_folder_with_a_corrupt_file_reports_it_and_predicts_the_rest(
         shutil.copy(source, target)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really an image" * 10)
     (folder / "notes.txt").write_text("not an image; skipped by suffix")
+    (folder / "missing.png").symlink_to(tmp_path / "moved-away.png")  # a dangling link
     out = tmp_path / "predictions.csv"
 
-    rc = cli_main(["predict", str(folder), str(tmp_path / "missing.png"),
-                   "--model", str(model_path), "--out", str(out)])
+    rc = cli_main(["predict", str(folder), "--model", str(model_path), "--out", str(out)])
     assert rc == 0
     assert "5 image(s) classified, 2 error row(s)" in capsys.readouterr().err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
@@ -55,7 +55,8 @@ def test_predict_folder_with_a_corrupt_file_reports_it_and_predicts_the_rest(
         assert by_name[name]["error"] and by_name[name]["prediction"] == ""
         assert by_name[name]["p_normal"] == ""
     assert "not a decodable" in by_name["broken.png"]["error"]
-    assert by_name["missing.png"]["error"] == "not found"
+    assert by_name["missing.png"]["error"] == ("dangling symbolic link; expected a PNG or "
+                                               "JPEG image")
 
     # Exactly prepare's preprocessing: same probabilities as the prepared arrays give.
     from xray_hpo.model import load_model

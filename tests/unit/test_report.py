@@ -19,8 +19,9 @@ from conftest import REPO
 from xray_hpo.config import HYPERPARAMETERS, load_config
 from xray_hpo.reporting.figures import write_figures
 from xray_hpo.reporting.page import _fmt
+from xray_hpo.tuning.assessment import assess
 from xray_hpo.tuning.search_space import suggest_hparams
-from xray_hpo.tuning.trials import trials_csv, trials_from_csv
+from xray_hpo.tuning.trials import curves_csv, trials_csv, trials_from_csv, with_curves
 
 SPACE = load_config(REPO / "params.yaml").tune.search_space
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,8 +43,9 @@ def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project
     root = project.root
 
     importance = json.loads((root / "metrics/importance.json").read_text())
-    assert set(importance["importance"]) == set(HYPERPARAMETERS)
-    assert sum(importance["importance"].values()) == pytest.approx(1.0, abs=1e-5)
+    shares = importance[f"fanova_{importance['headline']}"]
+    assert list(shares) == list(HYPERPARAMETERS) and all(0 <= v <= 1 for v in shares.values())
+    assert importance["details"]["common_epoch"]["trials"] == 2
     selection = json.loads((root / "metrics/selection.json").read_text())
     assert all({"val_accuracy_mean", "val_accuracy_std"} <= set(c)
                for c in selection["candidates"])
@@ -59,7 +61,9 @@ def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project
         assert f"| `{name}` | {_fmt(value)} |" in params_table, name
     assert "Synthetic data" in text and "| val | 15 | 15 | 15 | 45 |" in text
     assert re.search(r"\| \*\*test\*\* \| \*\*[\d.]+%\*\* \| [\d.]+% – [\d.]+% \|", text)
-    assert "matters most" in text and f"`{best['study']}`" in text
+    assert "## 4. Which hyperparameters mattered" in text and f"`{best['study']}`" in text
+    assert "matters most**" in text or "the study cannot tell" in text
+    assert "built-in synthetic phantoms (not patient images), scored on 45 validation" in text
     assert "## 6. Top 10 trials" in text and "clearml-upload" in text
     for png in re.findall(r"\]\((figures/[a-z_]+\.png)\)", text):
         assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
@@ -88,21 +92,62 @@ def test_trials_round_trip_through_the_tune_csv() -> None:
     assert [t.value for t in back] == [t.value for t in study.trials]
 
 
-def test_the_report_and_the_optimizer_task_share_their_figure_builders() -> None:
-    """One parcoords and one importance chart: the report's interactive page draws the
-    same figures the ClearML optimizer task shows (complete trials, the report's axes)."""
-    from xray_hpo.reporting.figures import _plotly_figures
-    from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
+def _pruned_study(n_trials: int = 15) -> optuna.Study:
+    """Trials reporting 6 epochs each, most stopped by successive halving at epoch 2 or 4."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3))
 
-    study = _study()
-    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
-    figures = _plotly_figures(study, importances)
-    parcoords = figures["parallel_coordinates"]
-    assert parcoords == parallel_coordinates_figure(study.trials, params=list(HYPERPARAMETERS))
-    assert [d.label for d in parcoords.data[0].dimensions] == [*HYPERPARAMETERS, "val accuracy"]
-    assert parcoords.data[0].type == "parcoords"
-    assert figures["importance"] == importance_figure(importances)
-    assert list(figures["importance"].data[0].y) == list(reversed(HYPERPARAMETERS))
+    def objective(trial: optuna.Trial) -> float:
+        hp = suggest_hparams(trial, SPACE)
+        for epoch in range(1, 7):
+            trial.report(0.5 + 0.05 * epoch * math.sin(hp.lr * 50), epoch)
+            if epoch < 6 and trial.should_prune():
+                raise optuna.TrialPruned()
+        return 0.5 + 0.3 * math.sin(hp.lr * 50)
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_trials_and_their_curves_round_trip_through_the_tune_csvs() -> None:
+    study = _pruned_study()
+    back = with_curves(trials_from_csv(trials_csv(study.trials), SPACE),
+                       curves_csv(study.trials))
+    assert [t.intermediate_values for t in back] == [t.intermediate_values
+                                                     for t in study.trials]
+    assert [t.state for t in back] == [t.state for t in study.trials]
+
+
+def test_the_report_figures_show_every_trial_and_the_intervals() -> None:
+    """Parallel coordinates and slices hold the pruned trials too (by state), valued at
+    the common epoch; the importance bars carry both evaluators with their intervals."""
+    from xray_hpo.reporting.figures import _plotly_figures
+    from xray_hpo.tuning.importance import study_of
+
+    study = _pruned_study()
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned and len(pruned) < len(study.trials)
+    importance = assess(study, n_resamples=4, n_trees=4).metrics()
+    figures = _plotly_figures(study_of(study.trials), importance, 2)
+    parcoords = figures["parallel_coordinates"].data[0]
+    assert parcoords.type == "parcoords"
+    assert [d.label for d in parcoords.dimensions] == [
+        "stopped at epoch", *HYPERPARAMETERS, "val accuracy at epoch 2"]
+    assert len(parcoords.dimensions[0]["values"]) == len(study.trials)
+    assert sorted(set(parcoords.dimensions[0]["values"])) == sorted(
+        {len(t.intermediate_values) for t in study.trials})
+    assert list(parcoords.line.color) == [t.intermediate_values[2] for t in study.trials]
+    groups = {trace.name for trace in figures["slice"].data}
+    assert "complete" in groups and any(g.startswith("pruned at epoch") for g in groups)
+    assert sum(len(tr.x) for tr in figures["slice"].data) == len(study.trials) * 5
+    bars = figures["importance"].data
+    assert [b.name for b in bars] == ["fANOVA", "PED-ANOVA"]
+    common = importance["details"]["common_epoch"]["fanova"]
+    top = bars[0].y[-1]  # drawn bottom up: the largest median last
+    assert bars[0].x[-1] == common[top]["median"]
+    assert bars[0].error_x.array[-1] == pytest.approx(common[top]["high"] - common[top]["median"])
 
 
 def render(html: Path) -> tuple[str, list[str]]:
@@ -138,10 +183,10 @@ def rendered_problems(dom: str, console: list[str], div_ids: list[str]) -> list[
                     "(apt-get install -y chromium): cannot render the HTML figures")
 def test_figures_html_renders_in_headless_chromium_without_script_errors(
         tmp_path: Path) -> None:
-    trials = _study().trials
-    importances = dict(zip(HYPERPARAMETERS, (0.5, 0.2, 0.15, 0.1, 0.05), strict=True))
+    trials = _pruned_study().trials
+    importance = assess(trials, n_resamples=4, n_trees=4).metrics()
     html = tmp_path / "figures.html"
-    figures = write_figures(trials, importances, tmp_path / "figures", html)
+    figures = write_figures(trials, importance, tmp_path / "figures", html)
     page = html.read_text()
     assert not re.search(r"<script[^>]*\bsrc=", page)  # plotly.js embedded, nothing fetched
     div_ids = re.findall(r'<div id="(fig-[a-z-]+)"', page)

@@ -7,6 +7,7 @@ imported Kermany data share this loader.
 from __future__ import annotations
 
 import io
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from xray_hpo.data.manifest import CLASSES, IMAGE_SUFFIXES, SPLITS
 from xray_hpo.errors import UserError
 
-# Pillow refuses images larger than this by default; X-rays are big but not that big.
-Image.MAX_IMAGE_PIXELS = 200_000_000
+# A digital chest radiograph is 5-20 MP; a header claiming more is damage or a decompression
+# bomb. Checked from the header (check_header) before any pixel is decoded, naming the file;
+# Pillow's own check, which raises an unnamed DecompressionBombError, is replaced by ours.
+MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = None
 
 
 class DatasetError(UserError):
@@ -56,19 +60,59 @@ def scan_raw_tree(root: Path, splits: tuple[str, ...] = SPLITS) -> list[RawImage
     return found
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an image file (from ``stat`` alone: a FIFO is never opened,
+    since reading one waits forever for a writer), or None for a non-empty regular file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "dangling symbolic link" if path.is_symlink() else "not found"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(info.st_mode):
+        return "empty file (0 bytes)" if info.st_size == 0 else None
+    kinds = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a folder"))
+    kind = next((text for test, text in kinds if test(info.st_mode)), "a special file")
+    return f"not a regular file: {kind}"
+
+
+class ImageTooLarge(ValueError):
+    """An image header claims more pixels than MAX_PIXELS; the message says how many."""
+
+
+def check_header(image: Image.Image) -> None:
+    """Refuse an image whose header claims more than MAX_PIXELS, before it is decoded."""
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(f"header claims {width}x{height} pixels "
+                            f"({width * height / 1e6:.0f} MP), over the "
+                            f"{MAX_PIXELS // 1_000_000} MP limit")
+
+
 def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
     """Decode any PNG/JPEG (L, RGB, RGBA, I;16; EXIF-rotated) into uint8 (S, S) grayscale.
 
     prepare and predict both call this, so a model always sees the same preprocessing.
     """
     name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, Path):
+        problem = file_problem(source)
+        if problem:
+            raise DatasetError(f"{name}: {problem}; expected a PNG or JPEG image")
+    elif not source:
+        raise DatasetError(f"{name}: empty file (0 bytes); expected a PNG or JPEG image")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            check_header(img)
             img.draft("L", (image_size * 2, image_size * 2))  # JPEG: decode at reduced scale
             img = ImageOps.exif_transpose(img)
             gray = to_gray8(img)
             gray = gray.resize((image_size, image_size), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8).copy()
+    except ImageTooLarge as exc:
+        raise DatasetError(f"{name}: {exc}; not decoded") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"{name}: not a decodable PNG or JPEG image ({exc})") from exc
 

@@ -1,13 +1,15 @@
-"""The study's figures for people: Optuna's optimization history, parallel coordinates and
-slices of the most important hyperparameters, plus the importance bars.
+"""The study's figures for people: Optuna's optimization history, then every trial's
+parallel coordinates and slices and the importance bars with intervals
+(``reporting.study_figures``).
 
-Each figure is written twice: a PNG (Optuna's matplotlib backend; kaleido would need a
-browser download) for the Markdown report, and an interactive plotly figure in one
+Each figure is written twice: a PNG (matplotlib; kaleido would need a browser download)
+for the Markdown report, and an interactive plotly figure in one
 self-contained HTML page (plotly.js embedded once, no CDN: it opens offline).
 
-The figures are rebuilt from ``plots/tune_trials.csv`` (a tune output), not from the
-Optuna storage, so the report stage depends only on files DVC tracks. Output is
-deterministic: fixed div ids, no timestamps, no PNG software tag.
+The figures are rebuilt from ``plots/tune_trials.csv``, ``plots/tune_curves.csv`` and
+``metrics/importance.json`` (tune outputs), not from the Optuna storage, so the report
+stage depends only on files DVC tracks. Output is deterministic: fixed div ids, no
+timestamps, no PNG software tag.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from xray_hpo.atomic import atomic_path, atomic_write_text
-from xray_hpo.config import HYPERPARAMETERS
 
 TARGET = "val accuracy"
-SLICE_PARAMS = 3  # slices of the k most important hyperparameters
 
 
 @dataclass(frozen=True)
@@ -36,96 +36,93 @@ class Figure:
 
 # --- figures -------------------------------------------------------------------------------
 
-def figure_list(importances: Mapping[str, float]) -> list[Figure]:
-    top = top_params(importances)
+def figure_list(importance: Mapping[str, Any], epoch: int | None) -> list[Figure]:
+    """The study's figures, captions naming the data they show (``importance``: the
+    ``metrics/importance.json`` dict; ``epoch``: the common epoch of the trials)."""
+    at = f"at epoch {epoch} (the last epoch every trial reached)" if epoch else "(final value)"
     return [
         Figure("optimization_history", "Optimization history",
                "Validation accuracy of each completed trial and the best so far."),
-        Figure("parallel_coordinates", "Parallel coordinates",
-               "One line per completed trial across every hyperparameter, coloured by "
-               "validation accuracy (darker is better)."),
-        Figure("slice", "Slices of the most important hyperparameters",
-               f"Validation accuracy against {', '.join(f'`{p}`' for p in top)}, one dot "
-               "per completed trial (colour: trial number)."),
-        Figure("importance", "Hyperparameter importance (fANOVA)",
-               "Share of the variance in validation accuracy that each hyperparameter "
-               "explains."),
+        Figure("parallel_coordinates", "Parallel coordinates, every trial",
+               "One line per counted trial across every hyperparameter: solid lines "
+               f"completed, dashed ones were pruned; colour is the validation accuracy {at} "
+               "(yellow is better). The interactive version's first axis is the epoch each "
+               "trial stopped at."),
+        Figure("slice", "Slices, every trial at the common epoch",
+               f"Validation accuracy {at} against each hyperparameter, one dot per trial "
+               "(filled: completed; hollow: pruned, by the epoch it stopped at)."),
+        Figure("importance", "Hyperparameter importance with intervals",
+               "Median share of each hyperparameter over the bootstrap resamples, for fANOVA "
+               "and PED-ANOVA, with 95% intervals and how often it ranked first "
+               f"({_view_name(importance)})."),
     ]
 
 
-def top_params(importances: Mapping[str, float], k: int = SLICE_PARAMS) -> list[str]:
-    ranked = sorted(importances.items(), key=lambda kv: (-kv[1], kv[0]))
-    return [name for name, _ in ranked[:k]]
+def _view_name(importance: Mapping[str, Any]) -> str:
+    from xray_hpo.tuning.assessment import COMMON
+
+    return ("all counted trials at the common epoch"
+            if importance.get("headline", COMMON) == COMMON
+            else "complete trials at their best epoch")
 
 
-def _plotly_figures(study: Any, importances: Mapping[str, float]) -> dict[str, Any]:
+def _plotly_figures(study: Any, importance: Mapping[str, Any],
+                    epoch: int | None) -> dict[str, Any]:
     from optuna import visualization as vis
-    from optuna.trial import TrialState
 
-    from xray_hpo.tracking.summary import importance_figure, parallel_coordinates_figure
+    from xray_hpo.reporting import study_figures as sf
 
-    names = [n for n in HYPERPARAMETERS if n in importances]
-    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     return {
         "optimization_history": vis.plot_optimization_history(study, target_name=TARGET),
-        # The ClearML task's builders: a real parcoords trace (Optuna's draws scatter lines).
-        "parallel_coordinates": parallel_coordinates_figure(complete, params=names),
-        "slice": vis.plot_slice(study, params=top_params(importances), target_name=TARGET),
-        "importance": importance_figure(importances),
+        "parallel_coordinates": sf.parcoords_plotly(study.trials, epoch),
+        "slice": sf.slices_plotly(study.trials, epoch),
+        "importance": sf.importance_plotly(importance),
     }
 
 
-def _matplotlib_figures(study: Any, importances: Mapping[str, float]) -> dict[str, Any]:
+def _matplotlib_figures(study: Any, importance: Mapping[str, Any],
+                        epoch: int | None) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
     from optuna.visualization import matplotlib as mvis
 
-    names = [n for n in HYPERPARAMETERS if n in importances]
-    figures = {}
+    from xray_hpo.reporting import study_figures as sf
+
     ax = mvis.plot_optimization_history(study, target_name=TARGET)
-    figures["optimization_history"] = ax.get_figure()
-    ax = mvis.plot_parallel_coordinate(study, params=names, target_name=TARGET)
-    figures["parallel_coordinates"] = ax.get_figure()
-    axes = mvis.plot_slice(study, params=top_params(importances), target_name=TARGET)
-    figures["slice"] = np.atleast_1d(axes).flat[0].get_figure()
-    ordered = sorted(importances.items(), key=lambda kv: (kv[1], kv[0]))
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    ax.barh([k for k, _ in ordered], [v for _, v in ordered], color="#4c72b0")
-    for y, (_, value) in enumerate(ordered):
-        ax.text(value, y, f" {value:.0%}", va="center")
-    ax.set_xlim(0, max(1e-9, max(v for _, v in ordered)) * 1.2)
-    ax.set_xlabel("importance (share of explained variance)")
-    ax.set_title("Hyperparameter importance (fANOVA)")
-    fig.tight_layout()
-    figures["importance"] = fig
-    return figures
+    return {
+        "optimization_history": ax.get_figure(),
+        "parallel_coordinates": sf.parcoords_png(study.trials, epoch),
+        "slice": sf.slices_png(study.trials, epoch),
+        "importance": sf.importance_png(importance),
+    }
 
 
-def write_figures(trials: Sequence[FrozenTrial], importances: Mapping[str, float],
+def write_figures(trials: Sequence[FrozenTrial], importance: Mapping[str, Any],
                   png_dir: Path, html_path: Path, extra_html: str = "") -> list[Figure]:
     """PNGs into ``png_dir`` and every interactive figure into one HTML page (followed by
-    ``extra_html``: sections other modules render)."""
+    ``extra_html``: sections other modules render). ``trials`` carry their per-epoch
+    values (``tuning.trials.with_curves``); ``importance`` is ``metrics/importance.json``."""
     import matplotlib.pyplot as plt
     from optuna.exceptions import ExperimentalWarning
 
+    from xray_hpo.tuning.assessment import common_epoch
     from xray_hpo.tuning.importance import study_of
 
     study = study_of(trials)  # trial numbers kept, so the history's x axis is the study's
-    figures = figure_list(importances)
+    epoch = common_epoch(trials)
+    figures = figure_list(importance, epoch)
     png_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         warnings.simplefilter("ignore", UserWarning)
-        for name, fig in _matplotlib_figures(study, importances).items():
+        for name, fig in _matplotlib_figures(study, importance, epoch).items():
             with atomic_path(png_dir / f"{name}.png") as tmp:
                 # No "Software" tag: the PNG bytes depend only on the data.
                 fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight",
                             metadata={"Software": None})
             plt.close(fig)
-        plotly_figs = _plotly_figures(study, importances)
+        plotly_figs = _plotly_figures(study, importance, epoch)
     atomic_write_text(html_path, figures_html(figures, plotly_figs, extra_html))
     return figures
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from xray_hpo.config import HYPERPARAMETERS, Config
+from xray_hpo.config import HPARAM_DEFAULTS, Config, searched
 from xray_hpo.data.manifest import CLASSES, SPLITS
 from xray_hpo.errors import UserError
 from xray_hpo.reporting.split_protocol import split_protocol_text
@@ -47,6 +47,7 @@ class Inputs:
     train: Path = Path("metrics/train.json")
     evaluate: Path = Path("metrics/eval.json")
     trials: Path = Path("plots/tune_trials.csv")
+    curves: Path = Path("plots/tune_curves.csv")  # every trial's per-epoch val accuracy
     predictions: Path = Path("plots/test_predictions.csv")
     model: Path = Path("models/model.pt")  # the Grad-CAM gallery's model and images
     test_images: Path = Path("prepared/test.npz")
@@ -56,7 +57,7 @@ class Inputs:
 
 
 _MADE_BY = {"data_metrics": "prepare", "best_params": "tune", "tune": "tune",
-            "importance": "tune", "selection": "tune", "train": "train_best",
+            "importance": "tune", "selection": "tune", "train": "train_best", "curves": "tune",
             "evaluate": "evaluate", "trials": "tune", "predictions": "evaluate",
             "robustness": "evaluate", "reliability": "evaluate",
             "manifest": "xray-hpo make-data / import", "model": "train_best",
@@ -82,7 +83,8 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
     from xray_hpo.reporting import clinical
     from xray_hpo.reporting.figures import write_figures
     from xray_hpo.reporting.gallery import build_gallery
-    from xray_hpo.tuning.trials import trials_from_csv
+    from xray_hpo.reporting.importance import data_phrase, importance_section
+    from xray_hpo.tuning.trials import trials_from_csv, with_curves
 
     def load_json(name: str) -> dict[str, Any]:
         return json.loads(_read(inputs, name, root))
@@ -93,15 +95,16 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
     best = yaml.safe_load(_read(inputs, "best_params", root)) or {}
     tune, importance = load_json("tune"), load_json("importance")
     selection, train, evaluation = load_json("selection"), load_json("train"), load_json("evaluate")
-    trials = trials_from_csv(_read(inputs, "trials", root), config.tune.search_space)
+    trials = with_curves(trials_from_csv(_read(inputs, "trials", root), config.tune.active_space),
+                         _read(inputs, "curves", root))
     predictions = _read(inputs, "predictions", root)
-    importances = {k: float(v) for k, v in importance["importance"].items()}
+    n_val = sum(int(v) for v in data.get("counts", {}).get("val", {}).values())
     gallery = build_gallery(_require(inputs, "model", root), _require(inputs, "test_images", root),
                             root / out_dir / "figures")
     robustness, reliability = load_json("robustness"), _read(inputs, "reliability", root)
     protocol = clinical.split_protocol(manifest, root / inputs.import_report, sources)
 
-    figures = write_figures(trials, importances, root / out_dir / "figures",
+    figures = write_figures(trials, importance, root / out_dir / "figures",
                             root / out_dir / "figures.html", extra_html=gallery.html)
     sections = [
         "# xray-hpo: results\n\n"
@@ -111,7 +114,7 @@ def build_report(config: Config, root: Path = Path("."), inputs: Inputs = Inputs
         best_section(best, selection, config),
         accuracy_section(best, train, evaluation, data, protocol),
         *clinical.sections(evaluation, robustness, reliability, protocol),
-        importance_section(importance),
+        importance_section(importance, data_phrase(sources, n_val)),
         selection_section(selection),
         top_trials_section(trials, tune, config),
         figures_section(figures),
@@ -180,17 +183,19 @@ def data_section(sources: Mapping[str, int], data: Mapping[str, Any]) -> str:
 def best_section(best: Mapping[str, Any], selection: Mapping[str, Any],
                  config: Config) -> str:
     hparams = best.get("hparams", {})
-    space = config.tune.search_space
+    space = config.tune.active_space
     rows = []
-    for name in HYPERPARAMETERS:
+    for name in searched(space):
         spec = space.get(name)
         if spec is None:
-            searched = ""
+            searched_range = ""
         elif spec.type == "categorical":
-            searched = "{" + ", ".join(str(c) for c in spec.choices or ()) + "}"
+            searched_range = "{" + ", ".join(str(c) for c in spec.choices or ()) + "}"
         else:
-            searched = f"{_fmt(spec.low)} .. {_fmt(spec.high)}" + (" (log)" if spec.log else "")
-        rows.append(f"| `{name}` | {_fmt(hparams.get(name))} | {searched} |")
+            searched_range = (f"{_fmt(spec.low)} .. {_fmt(spec.high)}"
+                              + (" (log)" if spec.log else ""))
+        value = hparams.get(name, HPARAM_DEFAULTS.get(name))  # left out: the default
+        rows.append(f"| `{name}` | {_fmt(value)} | {searched_range} |")
     sel = best.get("selection", {})
     chosen, single = best.get("trial"), sel.get("tune_best_trial", best.get("trial"))
     if chosen == single:
@@ -274,21 +279,6 @@ def accuracy_section(best: Mapping[str, Any], train: Mapping[str, Any],
             lines.append(f"| {cls} | {_fmt(pc.get('precision'))} | {_fmt(pc.get('recall'))} | "
                          f"{_fmt(pc.get('f1'))} | {pc.get('support', '')} |")
     return "\n".join(lines)
-
-
-def importance_section(importance: Mapping[str, Any]) -> str:
-    from xray_hpo.tuning.importance import ranking_sentence
-
-    values = {k: float(v) for k, v in importance.get("importance", {}).items()}
-    return "\n".join([
-        "## 4. Which hyperparameters mattered", "",
-        ranking_sentence(values), "",
-        f"Method: Optuna's fANOVA importance (seeded random forest, seed "
-        f"{importance.get('seed')}) over the study's {importance.get('complete_trials')} "
-        "completed trials; the shares sum to 100%. With a few dozen trials treat the ranking "
-        "as a hint, not a measurement to the percent. Values: `metrics/importance.json`; bar "
-        "chart: `dvc plots show` and figure 4 below.",
-    ])
 
 
 def selection_section(selection: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.client
 import io
 import json
 import logging
@@ -172,7 +173,11 @@ def prepare_process(mode: TrackingMode, label: str) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     user_config = user_config_file(os.environ)
     config = run_dir / "clearml.conf"
-    if not config.is_file():
+    if not config.is_file():  # the process that owns the run; its workers reuse the file
+        problem = user_config_problem(user_config) if user_config else None
+        if problem:  # ClearML would fail on it in every mode: leave it out, say so once
+            _pending_config_problem["problem"] = problem
+            user_config = None
         include = f"include file({json.dumps(str(user_config))})" if user_config else ""
         text = _FAST_CONFIG.format(include=include)
         tmp = config.with_suffix(".tmp")
@@ -187,6 +192,37 @@ def prepare_process(mode: TrackingMode, label: str) -> Path:
         os.environ["CLEARML_CACHE_DIR"] = str(run_dir)  # sessions: <run_dir>/offline/<id>.zip
         os.environ["CLEARML_OFFLINE_MODE"] = "1"
     return run_dir
+
+
+_pending_config_problem: dict[str, str] = {}  # set by prepare_process, taken by the tracker
+
+
+def user_config_problem(path: Path) -> str | None:
+    """Why ClearML cannot read the user's configuration file (naming it), else None.
+
+    Parsed with the SDK's own HOCON parser: left to the SDK, a broken file raises in every
+    stage, naming our generated file that includes it rather than the user's."""
+    from clearml.utilities.pyhocon import ConfigFactory
+
+    try:
+        ConfigFactory.parse_file(str(path))
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+    except OSError as exc:
+        reason = f"unreadable ({exc.strerror or type(exc).__name__})"
+    except Exception as exc:  # pyparsing's exceptions, or a bad include/substitution
+        where = getattr(exc, "lineno", None)
+        detail = f"line {where}, column {exc.column}" if where else " ".join(str(exc).split())
+        reason = f"not a valid ClearML configuration ({type(exc).__name__} at {detail})" \
+            if where else f"not a valid ClearML configuration ({detail[:200]})"
+    else:
+        return None
+    return f"{path}: {reason}"
+
+
+def take_config_problem() -> str | None:
+    """The user-configuration problem prepare_process found, once (then None)."""
+    return _pending_config_problem.pop("problem", None)
 
 
 _server_problem: dict[str, str | None] = {}  # one check per process, not per trial
@@ -215,15 +251,32 @@ def server_problem_once() -> str | None:
     request = urllib.request.Request(f"{host}/auth.login", headers=headers, method="GET")
     problem: str | None = None
     try:
-        with urllib.request.urlopen(request, timeout=SERVER_TIMEOUT_S):
-            pass
+        with urllib.request.urlopen(request, timeout=SERVER_TIMEOUT_S) as response:
+            body = response.read(1 << 16)
+        if not _is_api_answer(body):
+            problem = f"{mask(host)} answers HTTP but is no ClearML API server"
     except urllib.error.HTTPError as err:
         if err.code in (401, 403):
             problem = f"the ClearML server {mask(host)} rejected the credentials (HTTP {err.code})"
+        else:  # 404: a web server, not the API; 5xx: the API is down
+            problem = f"{mask(host)} answered HTTP {err.code} to auth.login; not a working " \
+                      "ClearML API server"
+    except http.client.HTTPException as err:  # BadStatusLine: something else on that port
+        problem = f"{mask(host)} does not answer in HTTP ({type(err).__name__}); not a " \
+                  "ClearML API server"
     except (OSError, ValueError) as err:
         problem = f"the ClearML server {mask(host)} is unreachable ({type(err).__name__})"
     _server_problem["result"] = problem
     return problem
+
+
+def _is_api_answer(body: bytes) -> bool:
+    """A ClearML API answer is a JSON object with a ``meta`` section."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and "meta" in answer
 
 
 @contextlib.contextmanager

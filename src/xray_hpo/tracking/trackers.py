@@ -9,6 +9,7 @@ lazily on the first tracker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from xray_hpo.tracking.settings import (
     quiet,
     resolve_mode,
     server_problem_once,
+    take_config_problem,
 )
 
 if TYPE_CHECKING:
@@ -76,41 +78,29 @@ class _Tracker:
             return  # no clearml import at all
         self._saved_env = {k: os.environ.get(k) for k in PROCESS_VARS}
         self.run_dir = prepare_process(self.mode, label)
-        from clearml import Task
+        config_problem = take_config_problem()  # the user's clearml.conf, left out if broken
         from clearml.utilities.check_updates import CheckPackageUpdates
 
         # Repository detection would also ask updates.clear.ml for a newer SDK: a network
         # call offline, and an upgrade nag in a pipeline's log. Mark it done.
         CheckPackageUpdates._package_version_checked = True
-        if self.mode == "online":
-            problem = server_problem_once()
-            if problem:
-                self._degrade(problem)
-        if self.mode == "offline":
-            Task.set_offline(True)
-            # ClearML's task-reuse cache defaults to ~/.clearml: keep a run's traces in its folder.
-            from clearml.config.cache import SessionCache
-
-            SessionCache.SESSION_CACHE_FOLDER = str(self.run_dir)
+        problem = config_problem or (server_problem_once() if self.mode == "online" else None)
+        if problem:  # one warning in place of the offline line, naming the user's file
+            self._degrade(problem)
         frameworks: dict[str, bool] = dict.fromkeys(FRAMEWORKS, False)
         frameworks["detect_repository"] = detect_repository
         try:
-            with quiet(self.mode == "offline"):
-                self._task = Task.init(
-                    project_name=project,
-                    task_name=name,
-                    task_type=task_type,
-                    reuse_last_task_id=False,
-                    auto_connect_frameworks=frameworks,
-                    auto_connect_arg_parser=False,
-                    auto_connect_streams=False,
-                    auto_resource_monitoring=False,
-                )
+            self._task = self._init_task(project, name, task_type, frameworks)
         except Exception as err:  # e.g. the server went away between check and init
-            log.warning("ClearML: tracking off for %s: %s", label, mask(str(err)))
-            self.mode = "off"
-            os.environ[ENV_MODE] = "off"
-            return
+            if self.mode == "online":  # still worth keeping: log offline, upload later
+                self._degrade(f"the ClearML server failed ({mask(str(err))[:200]})")
+                with contextlib.suppress(Exception):
+                    self._task = self._init_task(project, name, task_type, frameworks)
+            if self._task is None:
+                log.warning("ClearML: tracking off for %s: %s", label, mask(str(err)))
+                self.mode = "off"
+                os.environ[ENV_MODE] = "off"
+                return
         self.id = str(self._task.id)
         if self.mode == "offline" and self._announce:
             print(
@@ -118,6 +108,28 @@ class _Tracker:
                 f"`xray-hpo clearml-upload {self.run_dir}`",
                 file=sys.stderr,
                 flush=True,
+            )
+
+    def _init_task(self, project: str, name: str, task_type: str,
+                   frameworks: dict[str, bool]) -> Any:
+        from clearml import Task
+
+        if self.mode == "offline":
+            Task.set_offline(True)
+            # ClearML's task-reuse cache defaults to ~/.clearml: keep a run's traces in its folder.
+            from clearml.config.cache import SessionCache
+
+            SessionCache.SESSION_CACHE_FOLDER = str(self.run_dir)
+        with quiet(self.mode == "offline"):
+            return Task.init(
+                project_name=project,
+                task_name=name,
+                task_type=task_type,
+                reuse_last_task_id=False,
+                auto_connect_frameworks=frameworks,
+                auto_connect_arg_parser=False,
+                auto_connect_streams=False,
+                auto_resource_monitoring=False,
             )
 
     def _degrade(self, problem: str) -> None:

@@ -7,26 +7,25 @@ finish and returns once the study holds ``tune.n_trials`` counted trials.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from xray_hpo.atomic import sigterm_as_interrupt
 from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
-from xray_hpo.tuning.importance import study_importances
+from xray_hpo.tuning.assessment import Assessment, study_assessment
 from xray_hpo.tuning.rounds import ATTR_PARALLEL, feed_rounds
 from xray_hpo.tuning.search_space import hparams_from_values
 from xray_hpo.tuning.worker import LOST_CHECK_S
@@ -46,8 +45,10 @@ class TuneSummary:
     pruned: int
     failed: int
     worst_complete_value: float
-    # fANOVA importance of each hyperparameter over the counted trials (seeded).
+    # The headline importance shares (fANOVA medians over resamples), largest first, and
+    # the assessment behind them (both views, both evaluators; tuning.assessment).
     importances: dict[str, float] = field(default_factory=dict)
+    assessment: Assessment | None = None
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -97,10 +98,11 @@ def worker_threads(config: Config) -> int:
 
 def run_study(config: Config, storage_spec: str, prepared_dir: Path,
               poll_s: float = 0.5) -> TuneSummary:
-    from xray_hpo.tracking.settings import worker_environment
+    from xray_hpo.tracking.settings import resolve_mode, worker_environment
     from xray_hpo.tracking.trackers import OptimizerTracker
 
-    with _sigterm_as_interrupt():
+    resolve_mode()  # a bad $XRAY_HPO_CLEARML is one line before the study is touched
+    with sigterm_as_interrupt():  # workers are told to stop, trials marked interrupted
         study = prepare_study(config, storage_spec, prepared_dir)
         target = config.tune.n_trials
         already = len(studies.budget_trials(study, target))
@@ -118,32 +120,14 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path,
                                       worker_environment(tracker.id))
                        if already < target else [])
             _watch(study, target, workers, tracker, poll_s if feed is None else 0.1, feed)
-            summary = summarize(study, target)
-            summary.importances.update(study_importances(study, target))
+            started = time.perf_counter()
+            assessment = study_assessment(study, target)
+            print(f"importance: {len(assessment.views)} views x 2 evaluators x resamples "
+                  f"took {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            summary = replace(summarize(study, target), importances=assessment.shares(),
+                              assessment=assessment)
             tracker.report_summary(study, importances=summary.importances)
     return summary
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (``kill``, a CI timeout, ``dvc queue kill``) stops the stage like Ctrl-C:
-    workers are told to stop, their trials are marked interrupted, nothing is written."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired = False
-
-    def handler(signum: int, _frame: object) -> None:
-        nonlocal fired
-        if not fired:  # one interrupt; a second signal must not cut the cleanup short
-            fired = True
-            raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _round_feeder(study: optuna.Study, target: int, config: Config) -> Callable[[], None]:
@@ -156,7 +140,7 @@ def _round_feeder(study: optuna.Study, target: int, config: Config) -> Callable[
         if time.monotonic() - last_lost_check[0] >= LOST_CHECK_S:
             studies.fail_lost_trials(study)
             last_lost_check[0] = time.monotonic()
-        feed_rounds(study, target, width, config.tune.search_space, config.tune.sampler)
+        feed_rounds(study, target, width, config.tune.active_space, config.tune.sampler)
 
     return feed
 
@@ -208,9 +192,11 @@ def _report_new(done: list[FrozenTrial], reported: set[int], tracker: Any,
 def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_dir: Path,
                    env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     threads = worker_threads(config)
+    # Through the environment, not argv: a URL's password would show in any user's `ps`.
+    env = {**env, studies.ENV_STORAGE: storage_spec}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "xray_hpo.tuning.worker", "--storage", storage_spec,
+            [sys.executable, "-m", "xray_hpo.tuning.worker",
              "--study", study_name, "--prepared", str(prepared_dir),
              "--worker-index", str(index), "--threads", str(threads),
              "--parent-pid", str(os.getpid())],

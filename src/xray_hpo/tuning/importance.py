@@ -1,17 +1,20 @@
-"""Which hyperparameters mattered: Optuna's fANOVA importance over the study's counted trials.
+"""One fANOVA importance estimate over a study's complete trials, and the in-memory study
+copies the figures use.
 
-fANOVA fits a random forest to (hyperparameters -> val accuracy) and splits the variance of
-its prediction by parameter. The forest is seeded, so the same trials give the same
-numbers. Only the trials that count toward ``tune.n_trials`` are used (a study continued
-to more trials, or replaced trials, never leak in), and every hyperparameter appears in the
-result, summing to 1, even one the forest never split on (importance 0).
+This single estimate is what the project reported before ``tuning.assessment`` (which
+resamples, adds pruned trials and a second evaluator); the benchmark
+``bench/bench_importance.py`` keeps it as the baseline. fANOVA fits a random forest to
+(hyperparameters -> val accuracy) and splits the variance of its prediction by parameter.
+The forest is seeded, so the same trials give the same numbers. Only the trials that count
+toward ``tune.n_trials`` are used (a study continued to more trials, or replaced trials,
+never leak in), and every hyperparameter appears in the result, summing to 1, even one the
+forest never split on (importance 0).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -19,7 +22,6 @@ from optuna.trial import FrozenTrial, TrialState
 from xray_hpo.config import HYPERPARAMETERS
 
 IMPORTANCE_SEED = 0  # fANOVA's forest; fixed so `dvc repro -f` gives identical numbers
-METHOD = "fanova"
 
 
 def study_of(trials: Iterable[FrozenTrial]) -> optuna.Study:
@@ -62,50 +64,8 @@ def param_importances(trials: Sequence[FrozenTrial], *, seed: int = IMPORTANCE_S
     return dict(sorted(normalized.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def study_importances(study: optuna.Study, n_trials: int,
-                      seed: int = IMPORTANCE_SEED) -> dict[str, float]:
-    """Importances over the first ``n_trials`` counted trials of a stored study."""
-    from xray_hpo.tuning.study import budget_trials
-
-    return param_importances(budget_trials(study, n_trials), seed=seed)
-
-
-def importance_metrics(importances: Mapping[str, float], trials: Sequence[FrozenTrial],
-                       seed: int = IMPORTANCE_SEED) -> dict[str, Any]:
-    """What ``metrics/importance.json`` holds: rounded values, method, how many trials."""
-    rounded = {k: round(v, 6) for k, v in importances.items()}
-    return {
-        "importance": rounded,
-        "ranking": list(importances),
-        "method": METHOD,
-        "seed": seed,
-        "complete_trials": sum(t.state == TrialState.COMPLETE for t in trials),
-    }
-
-
 def importance_csv(importances: Mapping[str, float]) -> str:
     """The DVC bar plot's data: one row per hyperparameter, largest first."""
     lines = ["hyperparameter,importance"]
     lines += [f"{name},{value:.6f}" for name, value in importances.items()]
     return "\n".join(lines) + "\n"
-
-
-def ranking_sentence(importances: Mapping[str, float]) -> str:
-    """The ranking in words, e.g. 'lr matters most (52%), then p_dropout (21%), ...'."""
-    items = sorted(importances.items(), key=lambda kv: (-kv[1], kv[0]))
-    if not items:
-        return "No importances were computed."
-    if max(v for _, v in items) - min(v for _, v in items) < 1e-9:
-        return ("No hyperparameter stands out: the study had too few completed trials, or "
-                "too little variation in accuracy, for fANOVA to attribute any of it.")
-    first, *rest = items
-    text = f"`{first[0]}` matters most ({first[1]:.0%} of the explained variance)"
-    if rest:
-        text += ", then " + ", ".join(f"`{n}` ({v:.0%})" for n, v in rest)
-    small = [n for n, v in items if v < 0.05]
-    text += "."
-    if small:
-        names = ", ".join(f"`{n}`" for n in small)
-        verb = "hardly matters (under 5%)" if len(small) == 1 else "hardly matter (under 5% each)"
-        text += f" Within this search space {names} {verb}."
-    return text

@@ -37,12 +37,18 @@ def suggest_hparams(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> HPar
 
 def hparams_from_values(values: Mapping[str, Any]) -> HParams:
     """Optuna hands back categorical choices as stored; cast to the types the model needs."""
+    extended: dict[str, Any] = {}
+    for name, cast in (("weight_decay", float), ("augment_strength", float),
+                       ("conv1_width", int), ("conv2_width", int), ("batch_norm", bool)):
+        if name in values:
+            extended[name] = cast(values[name])
     return HParams(
         lin1_size=int(values["lin1_size"]),
         lin2_size=int(values["lin2_size"]),
         p_dropout=float(values["p_dropout"]),
         lr=float(values["lr"]),
         batch_size=int(values["batch_size"]),
+        **extended,
     )
 
 

@@ -54,7 +54,7 @@ class CandidateResult:
         return {
             "trial": self.candidate.trial,
             "tune_rank": self.candidate.tune_rank,
-            "hparams": self.candidate.hparams.model_dump(),
+            "hparams": self.candidate.hparams.as_dict(),
             "tune_val_accuracy": round(self.candidate.tune_value, 6),
             "seeds": list(self.seeds),
             "val_accuracies": [round(a, 6) for a in self.accuracies],

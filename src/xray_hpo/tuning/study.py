@@ -34,7 +34,7 @@ from xray_hpo.config import (
     TrainConfig,
     parse,
 )
-from xray_hpo.errors import SettingError
+from xray_hpo.errors import SettingError, UserError
 from xray_hpo.tuning.search_space import space_as_dict
 
 ENV_STORAGE = "XRAY_HPO_STORAGE"
@@ -99,20 +99,31 @@ def database_url(spec: str) -> str:
     return spec
 
 
+class StorageError(UserError):
+    """The study's storage cannot be opened (database down, bad URL); one line, redacted."""
+
+
 def open_storage(spec: str) -> BaseStorage:
     if spec.startswith("journal:"):
         path = Path(spec.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    from sqlalchemy.exc import SQLAlchemyError
+
     interval, grace = heartbeat_settings()
     with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            database_url(spec),
-            heartbeat_interval=interval,
-            grace_period=grace,
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        try:  # connects (and creates the tables) right away
+            return RDBStorage(
+                database_url(spec),
+                heartbeat_interval=interval,
+                grace_period=grace,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (SQLAlchemyError, ImportError) as exc:  # the driver's reason, not 130 lines
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StorageError(f"{redact(spec)}: cannot open the Optuna storage: "
+                               f"{redact(reason)}") from None
 
 
 def redact(spec: str) -> str:
@@ -124,13 +135,22 @@ def study_spec(config: Config, data_hashes: Mapping[str, str]) -> dict[str, Any]
     """Everything a worker needs to run trials, and everything that changes their results."""
     return {
         "image_size": config.prepare.image_size,
-        "train": config.train.model_dump(),
-        "search_space": space_as_dict(config.tune.search_space),
+        "train": train_spec(config),
+        "search_space": space_as_dict(config.tune.active_space),
         "sampler": config.tune.sampler.model_dump(),
         "pruner": config.tune.pruner.model_dump(),
         "data": dict(sorted(data_hashes.items())),
         "objective": "maximize best-epoch validation accuracy",
     }
+
+
+def train_spec(config: Config) -> dict[str, Any]:
+    """The training settings a study's trials share. Augmentation settings only where they
+    act (a strength above 0, or a searched one), so the default study keeps its name."""
+    train = config.train.model_dump()
+    if config.train.augment.strength == 0 and "augment_strength" not in config.tune.active_space:
+        del train["augment"]
+    return train
 
 
 def study_name(prefix: str, spec: Mapping[str, Any]) -> str:

@@ -97,7 +97,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
         try:
             hparams = suggest_hparams(trial, ctx.space)
             tracker = stack.enter_context(
-                TrialTracker(ctx.study.study_name, trial.number, hparams.model_dump()))
+                TrialTracker(ctx.study.study_name, trial.number, hparams.as_dict()))
             started = time.perf_counter()
             result = train(hparams, ctx.train_config, ctx.train_data, ctx.val_data,
                            device=ctx.device, on_epoch=on_epoch)
@@ -251,6 +251,9 @@ def _cli_main(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
+    from xray_hpo.tracking.settings import resolve_mode
+
+    resolve_mode()  # a bad $XRAY_HPO_CLEARML: one line now, not a failed trial per try
     storage_spec = studies.resolve_storage(args.storage)
     name = args.study
     if name is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from xray_hpo.data.dataset import to_gray8
+from xray_hpo.data.dataset import ImageTooLarge, check_header, file_problem, to_gray8
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG"})
 DEFAULT_MAX_SIZE = 256
@@ -34,6 +34,7 @@ def decode_to_png(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in ACCEPTED_FORMATS:
                 raise UndecodableImage(f"unsupported format {image.format} (expected JPEG or PNG)")
+            check_header(image)  # before a single pixel is decoded
             if image.format == "JPEG":
                 # Let libjpeg decode at 1/2..1/8 scale straight into grayscale: a 2k px
                 # original never exists in memory at full size, so memory stays flat.
@@ -48,8 +49,8 @@ def decode_to_png(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         raise
     except UnidentifiedImageError as exc:
         raise UndecodableImage("not an image (content is no known image format)") from exc
-    except Image.DecompressionBombError as exc:
-        raise UndecodableImage(f"too large to decode safely ({exc})") from exc
+    except ImageTooLarge as exc:
+        raise UndecodableImage(f"too large to decode safely: {exc}") from exc
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError...)
         raise UndecodableImage(f"corrupt image ({type(exc).__name__}: {exc})") from exc
     out = io.BytesIO()
@@ -81,6 +82,10 @@ def _decode_one(task: tuple[int, str]) -> tuple[int, str, str, str]:
     index, name = task
     state = _WORKER
     assert state is not None, "_init_worker must run first"
+    if state.archive is None:  # a folder: stat first, since reading a FIFO never returns
+        problem = file_problem(state.source / name)
+        if problem:
+            return index, "", "", problem
     try:
         data = state.archive.read(name) if state.archive else (state.source / name).read_bytes()
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:

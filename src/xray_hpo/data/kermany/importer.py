@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from xray_hpo.atomic import atomic_directory, atomic_write_json
+from xray_hpo.atomic import atomic_directory, atomic_write_json, sigterm_as_interrupt
 from xray_hpo.config import ConfigError, load_kermany_config
 from xray_hpo.data.kermany.decode import DEFAULT_MAX_SIZE, decode_all
 from xray_hpo.data.kermany.protocol import (
@@ -51,6 +51,8 @@ from xray_hpo.data.kermany.split import (
 )
 from xray_hpo.data.manifest import (
     CLASSES,
+    MANIFEST_COLUMNS,
+    MANIFEST_NAME,
     SPLITS,
     ManifestRow,
     write_manifest,
@@ -75,6 +77,7 @@ class ImportOptions:
     max_size: int = DEFAULT_MAX_SIZE
     jobs: int = 1
     resplit: bool = False  # pool the dataset's own test/ folder too (the pre-protocol behaviour)
+    force: bool = False  # replace a non-empty --out that holds no tree this project wrote
 
 
 @dataclass(frozen=True)
@@ -87,24 +90,48 @@ class ImportResult:
 
 # --- the import -----------------------------------------------------------------------------
 
-def _check_paths(source: Path, out: Path) -> None:
+def _check_paths(source: Path, out: Path, force: bool = False) -> None:
     if not source.exists():
         raise KermanyImportError(f"{source}: not found; expected the Kermany folder or .zip")
-    src, dst = source.resolve(), out.resolve()
+    if not (source.is_dir() or source.is_file()):  # a FIFO would hang the zip check
+        raise KermanyImportError(f"{source}: not a folder or a .zip; expected the Kermany "
+                                 "dataset")
+    src, dst, here = source.resolve(), out.resolve(), Path.cwd().resolve()
+    if out.name in ("", ".", "..") or dst == here or dst in here.parents:
+        # The swap replaces <out> whole: never the folder the user stands in or above it.
+        raise KermanyImportError(f"--out {out}: is the current folder or one above it; "
+                                 "give the import a folder of its own, e.g. --out data")
     if dst == src or dst in src.parents:
         # The swap replaces <out> whole, so it would delete the very files being imported.
         raise KermanyImportError(f"{source}: lies inside --out {out}; move it out of {out} first")
     if out.exists() and not out.is_dir():
         raise KermanyImportError(f"{out}: exists and is not a folder; expected a folder for --out")
+    if not force and out.is_dir() and any(out.iterdir()) and not _written_here(out):
+        raise KermanyImportError(
+            f"--out {out}: not empty and not a dataset this project wrote (no {REPORT_NAME} "
+            f"or {MANIFEST_NAME}); the import replaces it whole: pass --force to replace it, "
+            "or choose another --out")
+
+
+def _written_here(out: Path) -> bool:
+    """A previous import (its report) or the built-in phantoms (the manifest's header)."""
+    if (out / REPORT_NAME).is_file():
+        return True
+    manifest = out / MANIFEST_NAME
+    try:
+        with manifest.open(encoding="utf-8") as handle:
+            return handle.readline().strip() == ",".join(MANIFEST_COLUMNS)
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def import_kermany(options: ImportOptions) -> ImportResult:
     """Build the canonical tree, manifest and report in a temporary folder; swap in on success."""
-    _check_paths(options.source, options.out)
-    files = discover(options.source)
+    _check_paths(options.source, options.out, options.force)
+    files, passed_over = discover(options.source)
     protocol = choose_protocol(files, options.resplit)
     check_sizes(protocol, options.sizes, options.use_all, options.fractions)
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = list(passed_over)
     labelled: list[tuple[SourceFile, str, str]] = []
     for file in files:
         try:
@@ -262,6 +289,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                              "re-split i.i.d. (default: keep test/ as the test split)")
     parser.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
                         help=f"longer side of stored images, px (default: {DEFAULT_MAX_SIZE})")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even when it holds files this project did not "
+                             "write (default: refuse)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="decoding processes (default: up to 2)")
     parser.set_defaults(func=run_cli)
@@ -301,13 +331,18 @@ def run_cli(args: argparse.Namespace) -> int:
             raise KermanyImportError("--fractions: expected three numbers >= 0, not all zero")
         options = ImportOptions(args.source, args.out, args.seed, sizes, args.use_all,
                                 tuple(args.fractions), args.max_size, args.jobs,
-                                resplit=args.resplit)
-        result = import_kermany(options)
+                                resplit=args.resplit, force=getattr(args, "force", False))
+        with sigterm_as_interrupt():  # kill: the staging folder is removed, --out untouched
+            result = import_kermany(options)
         if args.dvc_add:
             _dvc_add(args.out)
     except (KermanyImportError, SplitError, ConfigError) as exc:
         print(f"xray-hpo import-kermany: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"xray-hpo import-kermany: interrupted; {args.out} left as it was",
+              file=sys.stderr)
+        return 130
     split_text = ", ".join(
         f"{split} {sum(result.counts[split].values())} "
         f"({'/'.join(str(result.counts[split][cls]) for cls in CLASSES)})" for split in SPLITS)

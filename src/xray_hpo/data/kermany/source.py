@@ -71,20 +71,48 @@ def _is_hidden(parts: tuple[str, ...]) -> bool:
     return any(part.startswith(".") or part == "__MACOSX" for part in parts)
 
 
-def discover(source: Path) -> list[SourceFile]:
-    """Every file under a <split>/<NORMAL|PNEUMONIA>/ folder of SOURCE, sorted by name."""
+def _unsafe(name: str) -> bool:
+    """A zip entry that would land outside the output if extracted as named."""
+    return name.startswith("/") or ".." in PurePosixPath(name).parts
+
+
+def _walk(source: Path, skipped: list[dict[str, str]]) -> list[str]:
+    """Every file name under SOURCE, following symbolic links (downloads are often linked
+    together) but not into a folder that contains the link: that loop would repeat the tree
+    until the path is too long (thousands of copies). Each such link is reported once."""
+    names = []
+    for folder, dirs, files in os.walk(source, followlinks=True):
+        here = Path(folder)
+        real = here.resolve()
+        for sub in list(dirs):
+            link = here / sub
+            if link.is_symlink() and real.is_relative_to(link.resolve()):
+                dirs.remove(sub)
+                target = os.path.relpath(link.resolve(), source.resolve())
+                skipped.append({"source": link.relative_to(source).as_posix(),
+                                "reason": f"symbolic link loop (to {Path(target).as_posix()}); "
+                                          "not followed"})
+        names.extend((here / file).relative_to(source).as_posix() for file in files)
+    return names
+
+
+def discover(source: Path) -> tuple[list[SourceFile], list[dict[str, str]]]:
+    """Every file under a <split>/<NORMAL|PNEUMONIA>/ folder of SOURCE, sorted by name, and
+    the entries passed over that the report must list (unsafe zip paths, link loops)."""
+    skipped: list[dict[str, str]] = []
     if zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             names = [info.filename for info in archive.infolist() if not info.is_dir()]
     elif source.is_dir():
-        names = [
-            (Path(folder) / file).relative_to(source).as_posix()
-            for folder, _, files in os.walk(source, followlinks=True) for file in files
-        ]
+        names = _walk(source, skipped)
     else:
         raise KermanyImportError(f"{source}: not a folder or a .zip; expected the Kermany dataset")
     found = []
     for name in sorted(names):
+        if _unsafe(name):  # never extracted; listed, since a zip with these is suspect
+            skipped.append({"source": name, "reason": "unsafe path (absolute or with ..); "
+                                                      "not extracted"})
+            continue
         parts = PurePosixPath(name).parts
         folder_class = _layout_class(parts)
         if folder_class and not _is_hidden(parts):
@@ -94,4 +122,4 @@ def discover(source: Path) -> list[SourceFile]:
             f"{source}: no train|val|test/NORMAL|PNEUMONIA folders with files found; "
             "expected the Kermany chest_xray dataset (folder or .zip)"
         )
-    return found
+    return found, skipped
