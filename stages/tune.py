@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,18 @@ def analyse(config: Config, storage_spec: str, study_name: str
     """The counted trials, and the re-seeded top-k selection among them."""
     import optuna
 
-    from xray_hpo.training import configure_torch, load_splits, train
+    from xray_hpo.tuning.coordinator import worker_count, worker_threads
+    from xray_hpo.tuning.pool import train_many
     from xray_hpo.tuning.selection import robust_select, top_candidates
     from xray_hpo.tuning.study import budget_trials, open_storage
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
     trials = budget_trials(study, config.tune.n_trials)
-    device = configure_torch(config.train)
-    data = load_splits(Path(config.data.prepared_dir), "train", "val")
 
-    def run(hparams: HParams, seed: int) -> float:
-        return train(hparams, config.train, data["train"], data["val"], device=device,
-                     seed=seed).best_val_acc
+    def run_many(jobs: Sequence[tuple[HParams, int]]) -> Iterator[float]:
+        # The re-runs are independent: on the tune workers' share of the cores each.
+        return train_many(jobs, config.train, Path(config.data.prepared_dir),
+                          worker_count(config), worker_threads(config))
 
     def say(candidate: Candidate, seed: int, accuracy: float) -> None:
         print(f"select: trial {candidate.trial} seed {seed}: val accuracy {accuracy:.3f}",
@@ -53,7 +54,7 @@ def analyse(config: Config, storage_spec: str, study_name: str
 
     sel = config.select
     selection = robust_select(top_candidates(trials, sel.top_k), sel.seeds, config.train.seed,
-                              run, top_k=sel.top_k, on_run=say)
+                              top_k=sel.top_k, on_run=say, run_many=run_many)
     return trials, selection
 
 

@@ -101,7 +101,8 @@ def evaluate_split(model: nn.Module, data: SplitData, device: torch.device,
     """Mean cross-entropy, accuracy and class probabilities over a whole split."""
     model.eval()
     loss_sum, probs = 0.0, []
-    with torch.no_grad():
+    # inference_mode: no autograd bookkeeping at all (no_grad still tracks versions).
+    with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             images = data.images[start:start + batch_size].to(device)
             labels = data.labels[start:start + batch_size].to(device)

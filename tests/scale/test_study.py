@@ -128,9 +128,9 @@ def test_storage_urls(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_worker_exits_when_its_parent_is_already_gone() -> None:
     """A worker whose tune stage died before it started must not train on."""
-    code = ("import os, signal\nfrom xray_hpo.tuning import worker as tune_worker\n"
-            "signal.signal(signal.SIGTERM, tune_worker._raise_interrupt)\n"
-            "try:\n    tune_worker._die_with_parent(1)\nexcept KeyboardInterrupt:\n"
+    code = ("import os, signal\nfrom xray_hpo.tuning import lifetime\n"
+            "signal.signal(signal.SIGTERM, lifetime.raise_interrupt)\n"
+            "try:\n    lifetime.die_with_parent(1)\nexcept KeyboardInterrupt:\n"
             "    raise SystemExit(130)\nraise SystemExit(0)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)

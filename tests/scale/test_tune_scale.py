@@ -245,9 +245,12 @@ def test_interrupt_then_kill_9_then_rerun_completes_the_count(
         request: pytest.FixtureRequest) -> None:
     storage = Storage(storage_kind, request.getfixturevalue("pg_url")
                       if storage_kind == "postgres" else None)
-    # Epochs of batch 2 last long enough to stop a trial in the middle.
+    # Epochs of batch 2 last long enough to stop a trial in the middle. Two workers run
+    # rounds: the first round's trials have no earlier trial to be pruned against, and
+    # without the stop at chance they complete, so the study always has a winner.
     project = make_project(tiny({
         "tune.n_trials": 4, "tune.n_workers": 2, "train.epochs": 3,
+        "tune.pruner.stop_at_chance_after": 0,
         "tune.search_space.batch_size": {"type": "categorical", "choices": [2]}}))
     # 1. Ctrl-C / SIGTERM: a clean stop, the running trial marked, nothing written.
     stage = start_stage(project, storage, tmp_path / "stage1.log")
@@ -274,7 +277,9 @@ def test_interrupt_then_kill_9_then_rerun_completes_the_count(
     os.kill(stage.pid, signal.SIGKILL)
     stage.wait(timeout=10)
     # The other worker notices its parent died (PDEATHSIG) and exits: no orphan trains on.
-    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=30)
+    # It marks its trial first: behind the journal's lock, which a process killed while
+    # holding it leaves stale for up to the lock's 30 s grace period.
+    wait_for("the stage's workers to exit", lambda: group_gone(stage.pid), timeout=60)
     assert_no_outputs(project)
 
     # 3. The rerun detects the dead worker's trial, fails it and completes the count.

@@ -7,6 +7,7 @@ finish and returns once the study holds ``tune.n_trials`` counted trials.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -25,7 +26,9 @@ from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.assessment import Assessment, study_assessment
+from xray_hpo.tuning.rounds import ATTR_PARALLEL, feed_rounds
 from xray_hpo.tuning.search_space import hparams_from_values
+from xray_hpo.tuning.worker import LOST_CHECK_S
 
 
 class TuneError(UserError):
@@ -67,6 +70,7 @@ def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optu
     if studies.ATTR_SPEC not in study.user_attrs:
         study.set_user_attr(studies.ATTR_SPEC, spec)
     study.set_user_attr(studies.ATTR_TARGET, config.tune.n_trials)
+    study.set_user_attr(ATTR_PARALLEL, parallel_mode(config))
     lost = studies.fail_lost_trials(study)  # a previous run killed with -9
     if lost:
         print(f"study {name}: trial(s) {lost} lost their worker; failed, to be replaced",
@@ -74,10 +78,22 @@ def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optu
     return study
 
 
+def worker_count(config: Config) -> int:
+    """``tune.n_workers``, with ``auto`` the cores this process may use."""
+    value = config.tune.n_workers
+    return len(os.sched_getaffinity(0)) if value == "auto" else int(value)
+
+
+def parallel_mode(config: Config) -> str:
+    """``rounds`` or ``free``. One worker runs as it always did: its own order is a
+    reproducible one, and rounds of one trial would only change the sampler's seeds."""
+    return config.tune.parallel if worker_count(config) > 1 else "free"
+
+
 def worker_threads(config: Config) -> int:
     if config.train.num_threads > 0:
         return config.train.num_threads
-    return max(1, len(os.sched_getaffinity(0)) // config.tune.n_workers)
+    return max(1, len(os.sched_getaffinity(0)) // worker_count(config))
 
 
 def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: float = 0.5,
@@ -94,8 +110,11 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
         already = len(studies.budget_trials(study, target))
         print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
               f"{already}/{target} trials done", file=sys.stderr)
+        mode = parallel_mode(config)
         configuration = {"study": study.study_name, "n_trials": target,
-                         "n_workers": config.tune.n_workers, **study.user_attrs[studies.ATTR_SPEC]}
+                         "n_workers": worker_count(config), "parallel": mode,
+                         **study.user_attrs[studies.ATTR_SPEC]}
+        feed = (_round_feeder(study, target, config) if mode == "rounds" else None)
         previous = study.user_attrs.get(tracking.STUDY_ATTR_OPTIMIZER)
         with OptimizerTracker(study.study_name, configuration,
                               previous_task=previous) as tracker:
@@ -108,7 +127,7 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
             workers = (_spawn_workers(config, storage_spec, study.study_name, prepared_dir,
                                       tracking.worker_environment(tracker.id))
                        if already < target else [])
-            _watch(study, target, workers, tracker, poll_s)
+            _watch(study, target, workers, tracker, poll_s if feed is None else 0.1, feed)
             started = time.perf_counter()
             assessment = study_assessment(study, target)
             print(f"importance: {len(assessment.views)} views x 2 evaluators x resamples "
@@ -124,8 +143,23 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
     return summary
 
 
+def _round_feeder(study: optuna.Study, target: int, config: Config) -> Callable[[], None]:
+    """What the watch loop calls each poll in rounds mode: replace lost trials (checked
+    every few seconds, as workers do), enqueue the next round once the last is counted."""
+    last_lost_check = [-math.inf]
+    width = worker_count(config)
+
+    def feed() -> None:
+        if time.monotonic() - last_lost_check[0] >= LOST_CHECK_S:
+            studies.fail_lost_trials(study)
+            last_lost_check[0] = time.monotonic()
+        feed_rounds(study, target, width, config.tune.active_space, config.tune.sampler)
+
+    return feed
+
+
 def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[bytes]],
-           tracker: Any, poll_s: float) -> None:
+           tracker: Any, poll_s: float, feed: Callable[[], None] | None = None) -> None:
     """Report trials as they are counted until the study holds ``target`` and the local
     workers have exited; on any exit path but success, the workers are stopped."""
     from tqdm import tqdm
@@ -134,6 +168,8 @@ def _watch(study: optuna.Study, target: int, workers: list[subprocess.Popen[byte
     progress = tqdm(total=target, desc="tune", unit="trial", file=sys.stderr)
     try:
         while True:
+            if feed is not None:
+                feed()
             done = studies.budget_trials(study, target)
             if _report_new(done, reported, tracker, progress):
                 # Live views (upstream re-reports them periodically): an interrupted study
@@ -185,7 +221,7 @@ def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_
              "--parent-pid", str(os.getpid())],
             env=env,
         )
-        for index in range(config.tune.n_workers)
+        for index in range(worker_count(config))
     ]
 
 

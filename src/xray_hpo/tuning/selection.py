@@ -11,7 +11,7 @@ k * (s - 1) trainings.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,8 @@ from xray_hpo.tuning.search_space import hparams_from_values
 
 # (hparams, seed) -> best-epoch validation accuracy
 RunFn = Callable[[HParams, int], float]
+# every (hparams, seed) -> their accuracies, in the same order
+RunManyFn = Callable[[Sequence[tuple[HParams, int]]], Iterable[float]]
 METHOD = "mean best-epoch val accuracy over seeds"
 
 
@@ -119,16 +121,28 @@ def choose(results: Sequence[CandidateResult]) -> CandidateResult:
     return min(results, key=lambda r: (-round(r.mean, 9), round(r.std, 9), r.candidate.tune_rank))
 
 
-def robust_select(candidates: Sequence[Candidate], n_seeds: int, base_seed: int, run: RunFn,
-                  *, top_k: int | None = None,
-                  on_run: Callable[[Candidate, int, float], None] | None = None) -> Selection:
-    """Seeds ``base_seed + s`` for s in 0..n_seeds-1; seed ``base_seed`` reuses the trial."""
+def robust_select(candidates: Sequence[Candidate], n_seeds: int, base_seed: int,
+                  run: RunFn | None = None, *, top_k: int | None = None,
+                  on_run: Callable[[Candidate, int, float], None] | None = None,
+                  run_many: RunManyFn | None = None) -> Selection:
+    """Seeds ``base_seed + s`` for s in 0..n_seeds-1; seed ``base_seed`` reuses the trial.
+
+    The re-runs are independent and seeded: ``run_many`` may train them all at once (a
+    process pool) and yield the accuracies in the order given; ``run`` trains one.
+    """
     seeds = tuple(base_seed + s for s in range(n_seeds))
+    jobs = [(candidate.hparams, seed) for candidate in candidates for seed in seeds[1:]]
+    if run_many is not None:
+        accuracies_in_order = iter(run_many(jobs))
+    elif run is not None:
+        accuracies_in_order = (run(hparams, seed) for hparams, seed in jobs)
+    else:
+        raise ValueError("robust selection: give run or run_many")
     results = []
     for candidate in candidates:
         accuracies = [candidate.tune_value]
         for seed in seeds[1:]:
-            accuracy = float(run(candidate.hparams, seed))
+            accuracy = float(next(accuracies_in_order))
             accuracies.append(accuracy)
             if on_run is not None:
                 on_run(candidate, seed, accuracy)

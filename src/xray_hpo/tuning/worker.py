@@ -4,7 +4,8 @@ Workers are separate processes on purpose. ClearML allows one open task per proc
 the coordinator holds the optimizer task and each worker opens and closes one training
 task per trial in sequence; and n workers on n cores train in parallel, one thread each.
 The same loop serves local workers (spawned by the tune stage) and remote ones
-(``xray-hpo tune-worker --storage URL`` on another machine).
+(``xray-hpo tune-worker --storage URL`` on another machine); in rounds mode
+(``xray_hpo.tuning.rounds``) it samples nothing and runs the trials the coordinator enqueued.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import optuna
 from xray_hpo.config import ParamSpec, PrunerConfig, TrainConfig
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
+from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
+from xray_hpo.tuning.rounds import EnqueuedTrialsOnly, NoEnqueuedTrial, worker_study
 
-_PR_SET_PDEATHSIG = 1
+ROUNDS_POLL_S = 0.1  # rounds: a worker idles between rounds, so it looks for the next often
 LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
 
 
@@ -46,6 +49,7 @@ class WorkerContext:
     pruner: PrunerConfig = field(default_factory=lambda: PrunerConfig(name="none"))
     chance_acc: float = 0.0  # always guessing the most common val class
     surplus: bool = False  # set by the objective when its trial lost the race for a place
+    epoch_delay_s: float = 0.0  # tests only ($XRAY_HPO_TEST_EPOCH_DELAY): a slow worker
 
 
 def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
@@ -68,6 +72,7 @@ def objective(trial: optuna.Trial, ctx: WorkerContext) -> float:
 
     def on_epoch(stats: EpochStats) -> None:
         started = time.perf_counter()
+        time.sleep(ctx.epoch_delay_s)
         try:
             history.append(stats)
             if tracker is not None:
@@ -184,18 +189,17 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     ``parent_pid``: the tune stage that spawned this worker; the worker stops when it dies.
     """
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     storage = studies.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
     settings = studies.settings_from_spec(probe.user_attrs[studies.ATTR_SPEC], study_name,
                                           num_threads=threads)
-    study = optuna.load_study(
-        study_name=study_name, storage=storage,
-        sampler=studies.make_sampler(settings.sampler, worker_index,
-                                     n_existing=len(probe.get_trials(deepcopy=False))),
-        pruner=studies.make_pruner(settings.pruner, settings.train.epochs),
-    )
+    study = worker_study(probe, settings.sampler, settings.pruner, settings.train.epochs,
+                         worker_index)
+    if isinstance(study, EnqueuedTrialsOnly):
+        poll_s = min(poll_s, ROUNDS_POLL_S)
     ctx = load_context(study, settings, prepared_dir)
+    ctx.epoch_delay_s = epoch_delay_for_tests(worker_index)
     ran = 0
     last_lost_check = -math.inf
     while True:
@@ -219,6 +223,9 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
         try:
             study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
                            gc_after_trial=False, show_progress_bar=False)
+        except NoEnqueuedTrial:
+            time.sleep(poll_s)  # rounds: the next round is not enqueued yet
+            continue
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # Our trial was failed by another process (heartbeat missed, e.g. the database
             # was unreachable longer than the grace period); it is replaced, we go on.
@@ -230,38 +237,6 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
             continue
         ran += 1
     return ran
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGTERM this worker when the process that spawned it dies.
-
-    So a tune stage killed with -9 does not leave workers training on: each marks its
-    trial interrupted and exits. Elsewhere the loop's parent check is the fallback.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-_interrupted = False
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    """First SIGTERM/SIGINT: stop the trial (it is marked interrupted). Later ones are
-    ignored so they cannot cut that bookkeeping short; the coordinator's SIGKILL is the
-    backstop."""
-    global _interrupted
-    if _interrupted:
-        return
-    _interrupted = True
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -281,11 +256,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cli_main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     # Under nohup or `cmd &` in a script SIGINT arrives ignored, and the tune stage keeps
     # ignoring it; its workers must too, or a stray Ctrl-C would stop them and not the stage.
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGINT, raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     from xray_hpo.tracking.settings import resolve_mode
