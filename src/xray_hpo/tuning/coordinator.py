@@ -64,8 +64,6 @@ def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optu
     hashes = {split: studies.file_sha256(prepared_dir / f"{split}.npz")
               for split in ("train", "val")}
     spec = studies.study_spec(config, hashes)
-    if parallel_mode(config) == "rounds":  # the width shapes every round: its own study
-        spec["round_width"] = worker_count(config)
     name = studies.study_name(config.tune.study_prefix, spec)
     study = optuna.create_study(study_name=name, storage=studies.open_storage(storage_spec),
                                 direction="maximize", load_if_exists=True)
