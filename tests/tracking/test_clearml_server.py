@@ -88,11 +88,19 @@ def _check_study(server: StandIn, root: Path, n_trials: int) -> tuple[dict[str, 
     # The bar chart and the importance table both survive (distinct title/series).
     assert _plot(server, optimizer["id"], "hyperparameter importance")["data"][0]["type"] == "bar"
     assert _table(server, optimizer["id"], "hyperparameter importance (table)")["hyperparameter"]
+    # The same evidence as metrics/importance.json: intervals for both views and evaluators.
+    intervals = _table(server, optimizer["id"], "hyperparameter importance (intervals)")
+    assert set(intervals["view"]) == {"common_epoch", "complete_best_epoch"}
+    assert set(intervals["evaluator"]) == {"fanova", "pedanova"}
+    for low, median, high in zip(intervals["low"], intervals["median share"], intervals["high"],
+                                 strict=True):
+        assert float(low) <= float(median) <= float(high)
     # The optimizer points to the best single run and to the robust selection's choice.
     best = _table(server, optimizer["id"], "best trial")
     assert any(t["id"] in best["task"][0] for t in trials)
     artifacts = {a["key"]: a for a in optimizer["execution"].get("artifacts", [])}
     assert server.file(artifacts["summary"]["uri"]) is not None
+    assert server.file(artifacts["importance"]["uri"]) is not None
     chosen = dict(zip(*_table(server, optimizer["id"], "selection").values(), strict=True))
     assert chosen["study"] == study_name and chosen["seeds"] == "[42, 43]"
     return optimizer, trials

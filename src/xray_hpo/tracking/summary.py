@@ -252,3 +252,21 @@ def report_study_summary(
                 title="best trial", series="single best run", iteration=0,
                 table_plot=[["trial", "val accuracy", "task"],
                             [best.number, _round(float(best.value)), link(str(task_id), None)]])
+
+
+def importance_interval_rows(importance: Mapping[str, Any]) -> list[list[Any]]:
+    """The evidence behind the importance bars, as ``metrics/importance.json`` holds it:
+    one row per view, evaluator and hyperparameter (median share, interval, rank rate)."""
+    details = importance.get("details", {})
+    rows: list[list[Any]] = [["view", "evaluator", "hyperparameter", "median share", "low",
+                              "high", "ranked first", "trials"]]
+    for view in ("common_epoch", "complete_best_epoch"):
+        entry = details.get(view)
+        if not entry:
+            continue
+        for method in ("fanova", "pedanova"):
+            shares = {k: v for k, v in entry.get(method, {}).items() if isinstance(v, dict)}
+            for name, share in sorted(shares.items(), key=lambda kv: -kv[1]["median"]):
+                rows.append([view, method, name, share["median"], share["low"], share["high"],
+                             share["first_rate"], entry["trials"]])
+    return rows

@@ -115,6 +115,18 @@ class OptimizerTracker(Tracker):
             self.report_progress(study.trials, importances)
 
     @guarded
+    def report_importance(self, importance: Mapping[str, Any]) -> None:
+        """The importance intervals and rank stability (both views, both evaluators) next
+        to the bars, and the whole ``metrics/importance.json`` as an artifact."""
+        from xray_hpo.tracking.summary import importance_interval_rows
+
+        self.logger.report_table(title="hyperparameter importance (intervals)",
+                                 series="bootstrap resamples", iteration=0,
+                                 table_plot=importance_interval_rows(importance))
+        self._task.upload_artifact(name="importance", artifact_object=dict(importance),
+                                   wait_on_upload=True)
+
+    @guarded
     def report_artifact(self, name: str, content: Mapping[str, Any]) -> None:
         """A small JSON artifact (the study's summary), beside the plots."""
         self._task.upload_artifact(name=name, artifact_object=dict(content),

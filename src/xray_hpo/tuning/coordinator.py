@@ -136,6 +136,7 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
                               assessment=assessment)
             tracker.report_progress(studies.budget_trials(study, target),
                                     importances=summary.importances)
+            tracker.report_importance(assessment.metrics())
             tracker.report_artifact("summary", {**summary.metrics(),
                                                 "importances": summary.importances})
             if after is not None:
