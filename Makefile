@@ -26,10 +26,12 @@ repro: data
 	$(VENV)/bin/dvc repro
 
 # pytest-xdist: one process per core. Every test works in its own temporary folders (and
-# PostgreSQL database); tests that share a module's fixture carry an xdist_group mark, and
-# --dist loadgroup keeps each group in one process. PYTEST_WORKERS=0 runs serially.
+# PostgreSQL database); --dist loadfile runs each test file in one process, so a module's
+# shared fixture (one dvc repro) is built once. (Not loadgroup: with pytest 9.2, xdist 3.8's
+# group suffix on the node id is ignored, and a group's fixture was built in both
+# processes.) PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
 
 # What CI runs (.ci/run): ruff, then every test; the 30 slowest are listed at the end.
 test: data

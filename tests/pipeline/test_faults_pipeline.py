@@ -14,7 +14,7 @@ import common
 from bad_files import oversized, tree_bytes
 from conftest import TINY, init_dvc_project, run_command, user_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_faults")]
+pytestmark = pytest.mark.slow  # one process runs the module (--dist loadfile): one fixture
 
 OUTPUTS = ("best_params.yaml", "metrics/data.json", "metrics/tune.json",
            "metrics/importance.json", "metrics/selection.json", "metrics/train.json",

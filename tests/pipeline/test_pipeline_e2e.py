@@ -13,8 +13,9 @@ import yaml
 
 from conftest import TINY, init_dvc_project, run_command, user_env
 
-# One process runs the module (pytest-xdist): its tests share, in order, one dvc repro.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc_e2e")]
+# One process runs the module (make test: --dist loadfile): its tests share, in order, one
+# dvc repro.
+pytestmark = pytest.mark.slow
 
 TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metrics/train.json",
            "metrics/eval.json", "metrics/importance.json", "metrics/selection.json",

@@ -23,9 +23,8 @@ from xray_hpo.data.kermany.source import Unlabeled, label_file
 from xray_hpo.data.kermany.split import SplitError, SplitItem, group_items
 from xray_hpo.data.manifest import CLASSES, SPLITS, ManifestRow, read_manifest, sha256_file
 
-# One pytest-xdist process runs the module: its imports of the shared images (module
-# fixtures) then happen once, not once per process.
-pytestmark = pytest.mark.xdist_group("kermany")
+# One pytest-xdist process runs the module (--dist loadfile): its imports of the shared
+# images (module fixtures) then happen once, not once per process.
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared/data/chest_xray_64"
 SHARED_COUNTS = {"normal": 1341, "bacterial": 2530, "viral": 1345}  # from its README
