@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 
-from common import load_average, set_dotted
+from common import load_average, make_config
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -41,14 +40,6 @@ RESULTS = BENCH / "RESULTS_importance.md"
 os.environ["XRAY_HPO_CLEARML"] = "off"  # tracking is measured by bench_clearml.py
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-
-def make_config(**overrides: Any) -> Any:
-    from xray_hpo.config import config_from_dict
-
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        set_dotted(params, dotted, value)
-    return config_from_dict(params)
 
 
 def one_study(seed: int, n_trials: int, epochs: int, prepared: Path, work: Path

@@ -34,7 +34,7 @@ from typing import Any
 import optuna
 import yaml
 
-from common import DatabaseUnavailable, machine, scratch_database, set_dotted
+from common import DatabaseUnavailable, machine, make_config, scratch_database
 from xray_hpo.reporting.page import wilson
 
 BENCH = Path(__file__).resolve().parent
@@ -51,14 +51,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 # --- setup ---------------------------------------------------------------------------------
-
-def make_config(**overrides: Any) -> Any:
-    from xray_hpo.config import config_from_dict
-
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for dotted, value in overrides.items():
-        set_dotted(params, dotted, value)
-    return config_from_dict(params)
 
 
 def fixed_space() -> dict[str, Any]:

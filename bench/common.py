@@ -96,6 +96,16 @@ def set_dotted(params: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def make_config(**overrides: Any) -> Any:
+    """This checkout's params.yaml with dotted overrides, validated into the typed Config."""
+    from xray_hpo.config import config_from_dict
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        set_dotted(params, dotted, value)
+    return config_from_dict(params)
+
+
 def override_params(path: Path, overrides: Mapping[str, Any]) -> None:
     params = yaml.safe_load(path.read_text())
     for key, value in overrides.items():
@@ -141,3 +151,16 @@ def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
     run_command(root, "git", "init", "-q")
     run_command(root, "dvc", "init", "-q")
     run_command(root, "dvc", "config", "core.analytics", "false")
+
+
+def committed_project(root: Path, overrides: Mapping[str, Any], data: Path) -> Path:
+    """A project at ``root`` whose pipeline ran once on a copy of ``data`` and was
+    committed: the baseline that module fixtures share."""
+    init_dvc_project(root, overrides)
+    shutil.copytree(data, root / "data")
+    run_command(root, "dvc", "add", "-q", "data")
+    run_command(root, "dvc", "repro")
+    run_command(root, "git", "add", "-A")
+    run_command(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
+                "baseline")
+    return root

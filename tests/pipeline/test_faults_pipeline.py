@@ -4,7 +4,6 @@ stage replaces it only on success), so after the failure `dvc status` is clean a
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 import common
 from bad_files import oversized, tree_bytes
-from conftest import TINY, init_dvc_project, run_command, user_env
+from conftest import TINY, run_command, user_env
 
 pytestmark = pytest.mark.slow  # one process runs the module (--dist loadfile): one fixture
 
@@ -27,14 +26,7 @@ DOWN = "postgresql://xray:pw@127.0.0.1:1/optuna"  # nothing listens on port 1
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
-    root = tmp_path_factory.mktemp("faults")
-    init_dvc_project(root, TINY)
-    shutil.copytree(phantom_data, root / "data")
-    run_command(root, "dvc", "add", "-q", "data")
-    run_command(root, "dvc", "repro")
-    run_command(root, "git", "add", "-A")
-    run_command(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "ok")
-    return root
+    return common.committed_project(tmp_path_factory.mktemp("faults"), TINY, phantom_data)
 
 
 def _outputs(root: Path) -> dict[str, bytes]:

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import TINY, init_dvc_project, run_command, user_env
+import common
+from conftest import TINY, run_command, user_env
 
 # One process runs the module (make test: --dist loadfile): its tests share, in order, one
 # dvc repro.
@@ -25,15 +26,7 @@ TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metric
 
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    init_dvc_project(root, TINY)
-    shutil.copytree(phantom_data, root / "data")
-    run_command(root, "dvc", "add", "-q", "data")
-    run_command(root, "dvc", "repro")
-    run_command(root, "git", "add", "-A")
-    run_command(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
-                "baseline")
-    return root
+    return common.committed_project(tmp_path_factory.mktemp("e2e"), TINY, phantom_data)
 
 
 def _read(root: Path, name: str) -> Any:
