@@ -1,6 +1,8 @@
-"""Parallel tuning: today's serial settings against the new default, and rounds against free.
+"""Parallel tuning: today's serial settings against the new default, and the reproducible
+modes (window, rounds) against free workers.
 
-    python bench/bench_parallel.py [--part real|quality|both] [--no-write]
+    python bench/bench_parallel.py [--part real|quality|both] [--modes window,free]
+                                   [--no-write]
 
 ``real``: the shared real training copy (``../shared/data/chest_xray_64``, imported with
 ``--all``, ``train.class_weighting: balanced``) in temporary project copies; the tune stage
@@ -9,8 +11,9 @@
 tuning shrunk to fit a shared 2-core machine (``SHRINK``). Reports end-to-end stage time
 and the study's best and the chosen val accuracy with 95 % Wilson intervals.
 
-``quality``: what reproducibility costs in search quality: the study's best val accuracy
-with 2 workers in ``rounds`` and in ``free`` mode, for 3 sampler seeds, on the phantoms.
+``quality``: what reproducibility costs in search quality and time: the study's best val
+accuracy and the stage's wall time with 2 workers in each of ``--modes`` (default window,
+rounds, free), for 3 sampler seeds, on the phantoms.
 
 Results go to bench/RESULTS_parallel.md. Other jobs on the cores make wall times noisy:
 the load average is recorded before and after each part.
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import shutil
@@ -41,10 +43,11 @@ SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
 RESULTS = REPO / "bench" / "RESULTS_parallel.md"
 SHRINK = {"train.class_weighting": "balanced", "tune.n_trials": 8, "train.epochs": 4,
           "select.top_k": 2, "select.seeds": 2, "train.num_threads": 1}
-# The new default is params.yaml's tune.n_workers auto: the usable cores, here spelled out.
+# The new default is params.yaml's (2 workers, tune.parallel window); rounds for comparison.
 REAL_CASES = {"today: tune.n_workers 1": {"tune.n_workers": 1},
-              "new default: n_workers auto, parallel rounds":
-                  {"tune.n_workers": len(os.sched_getaffinity(0))}}
+              "new default: 2 workers, parallel window": {},
+              "2 workers, parallel rounds": {"tune.parallel": "rounds"}}
+MODES = ("window", "rounds", "free")
 QUALITY_SEEDS = (42, 43, 44)
 QUALITY = {"tune.n_workers": 2, "select.top_k": 1, "select.seeds": 1, "train.num_threads": 1}
 
@@ -107,28 +110,31 @@ def real_part(work: Path) -> list[str]:
             f"Val images: {rows[0][1]['n_val']}. Shrunk settings: `{SHRINK}`.", "", *lines]
 
 
-def quality_part(work: Path) -> list[str]:
+def quality_part(work: Path, modes: tuple[str, ...] = MODES) -> list[str]:
     prepared = prepare_data(work / "phantoms")
     load_before = load_average()
-    lines = ["| sampler seed | rounds: best val acc [95 % Wilson] | free: best val acc "
-             "| rounds (s) | free (s) |", "|---|---|---|---|---|"]
-    bests: dict[str, list[float]] = {"rounds": [], "free": []}
+    lines = ["| sampler seed | " + " | ".join(f"{m}: best val acc [95 % Wilson]" for m in modes)
+             + " | " + " | ".join(f"{m} (s)" for m in modes) + " |",
+             "|---|" + "---|" * (2 * len(modes))]
+    bests: dict[str, list[float]] = {mode: [] for mode in modes}
+    walls: dict[str, list[float]] = {mode: [] for mode in modes}
     for seed in QUALITY_SEEDS:
         cells = {}
-        for mode in ("rounds", "free"):
+        for mode in modes:
             root = project(work / f"quality-{seed}-{mode}", prepared,
                            {**QUALITY, "tune.sampler.seed": seed, "tune.parallel": mode})
             print(f"quality: seed {seed} {mode} ...", file=sys.stderr, flush=True)
             cells[mode] = run_tune(root)
             bests[mode].append(cells[mode]["best"])
-        n = cells["rounds"]["n_val"]
-        lines.append(f"| {seed} | {interval(cells['rounds']['best'], n)} "
-                     f"| {interval(cells['free']['best'], n)} "
-                     f"| {cells['rounds']['wall']:.0f} | {cells['free']['wall']:.0f} |")
-    means = {mode: sum(values) / len(values) for mode, values in bests.items()}
+            walls[mode].append(cells[mode]["wall"])
+        n = cells[modes[0]]["n_val"]
+        lines.append(f"| {seed} | " + " | ".join(interval(cells[m]["best"], n) for m in modes)
+                     + " | " + " | ".join(f"{cells[m]['wall']:.0f}" for m in modes) + " |")
+    means = ", ".join(f"{m} {sum(v) / len(v):.3f}" for m, v in bests.items())
+    totals = ", ".join(f"{m} {sum(v):.0f} s" for m, v in walls.items())
     return [f"Load average before: {load_before}; after: {load_average()}. Phantoms, "
             f"params.yaml's tuning (20 trials x 10 epochs), 2 workers, no re-seeding.", "",
-            *lines, "", f"Mean best: rounds {means['rounds']:.3f}, free {means['free']:.3f}."]
+            *lines, "", f"Mean best: {means}. Wall time in all: {totals}."]
 
 
 def write(part: str, lines: list[str]) -> None:
@@ -145,13 +151,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("real", "quality", "both"), default="both")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="quality: the tune.parallel modes to compare, comma-separated")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    modes = tuple(args.modes.split(","))
     import torch
 
     print(machine(f"torch {torch.__version__}"))
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
-        for part, func in (("real", real_part), ("quality", quality_part)):
+        parts = (("real", real_part), ("quality", lambda w: quality_part(w, modes)))
+        for part, func in parts:
             if args.part not in (part, "both"):
                 continue
             lines = [f"Machine: {machine(f'torch {torch.__version__}')}", "", *func(Path(tmp))]

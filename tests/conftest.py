@@ -32,8 +32,8 @@ SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src")
 # Small enough for seconds per stage, large enough that tune, pruning, workers and robust
 # selection (each of the 2 trials re-run with a second seed) all act.
-# One tune worker: the tests written for a serial study keep it (params.yaml's default,
-# auto, runs rounds of parallel workers; tests/scale/test_parallel_rounds.py tests those).
+# One tune worker: the tests written for a serial study keep it (params.yaml's default
+# runs 2 workers in window mode; tests/scale/test_parallel_rounds.py tests those).
 TINY = {"tune.n_trials": 2, "train.epochs": 2, "evaluate.bootstrap_samples": 200,
         "select.top_k": 2, "select.seeds": 2, "tune.n_workers": 1}
 # Run a command as a user would in a project copy (tracking off); its stdout.

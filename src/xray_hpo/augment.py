@@ -26,8 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import InterpolationMode
-from torchvision.transforms.v2 import functional as F
 
 from xray_hpo.config import AugmentConfig
 
@@ -79,6 +77,12 @@ def apply_geometry(images: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """``images`` (..., 1, S, S) float in [0, 1] through v2's kernels; same shape and dtype.
     Pixels moved in from outside the image are black, as outside a radiograph's field."""
     side = images.shape[-1]
+    # Imported here, not at the top: torchvision's package import (models, ops, and through
+    # them torch._dynamo) costs ~2.5 s per process, and every tune worker, selection run and
+    # train_best imports this module while the default pipeline never augments.
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
     out = F.affine(images, angle=geometry.angle, translate=list(geometry.translate),
                    scale=1.0, shear=[0.0, 0.0], interpolation=InterpolationMode.BILINEAR,
                    fill=0.0)

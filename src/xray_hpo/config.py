@@ -135,9 +135,9 @@ class TuneConfig(StrictModel):
     # The round width is part of the study, so the default is a number, not the core count.
     n_workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
         2, description="an integer in 1..64 or 'auto'")
-    # rounds: several workers give the same study whatever the timing; free: each worker
-    # samples when it is free (xray_hpo.tuning.rounds).
-    parallel: Literal["rounds", "free"] = "rounds"
+    # window, rounds: several workers give the same study whatever the timing (window
+    # waits less); free: each worker samples when it is free (xray_hpo.tuning.rounds).
+    parallel: Literal["window", "rounds", "free"] = "window"
     # Part of the study name, hence of storage keys and ClearML project names.
     study_prefix: str = Field("xray-hpo", min_length=1, max_length=64,
                               pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",

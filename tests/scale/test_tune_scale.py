@@ -245,8 +245,8 @@ def test_interrupt_then_kill_9_then_rerun_completes_the_count(
         request: pytest.FixtureRequest) -> None:
     storage = Storage(storage_kind, request.getfixturevalue("pg_url")
                       if storage_kind == "postgres" else None)
-    # Epochs of batch 2 last long enough to stop a trial in the middle. Two workers run
-    # rounds: the first round's trials have no earlier trial to be pruned against, and
+    # Epochs of batch 2 last long enough to stop a trial in the middle. Two workers in
+    # window mode: the first 3 trials have no earlier trial to be pruned against, and
     # without the stop at chance they complete, so the study always has a winner.
     project = make_project(tiny({
         "tune.n_trials": 4, "tune.n_workers": 2, "train.epochs": 3,

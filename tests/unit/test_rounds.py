@@ -1,4 +1,5 @@
-"""Rounds mode's pieces on an in-memory study: what is enqueued when, and what the pruner sees."""
+"""The reproducible modes' pieces (window, rounds) on an in-memory study: what is enqueued
+when, and what the pruner sees."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from xray_hpo.config import load_config
 from xray_hpo.tuning.rounds import (
     ATTR_ROUND,
     ATTR_SLOT,
-    EarlierRoundsPruner,
+    EarlierSlotsPruner,
     EnqueuedTrialsOnly,
     NoEnqueuedTrial,
     feed_rounds,
+    feed_window,
 )
 from xray_hpo.tuning.search_space import suggest_hparams
 
@@ -108,5 +110,59 @@ def test_the_pruner_compares_only_with_counted_trials_of_earlier_rounds(
         worker.tell(other, 0.9)
     inner = Recorder()
     frozen = study._storage.get_trial(mine._trial_id)
-    assert EarlierRoundsPruner(inner).prune(study, frozen) is False
+    assert EarlierSlotsPruner(inner).prune(study, frozen) is False
     assert inner.seen == [0, 1, mine.number]
+
+
+def test_window_enqueues_each_slot_once_the_slots_below_its_bound_are_counted() -> None:
+    study, worker = new_study()
+    # Bound = slot - 2: slots 0, 1 (bound 0) and 2 (bound 0) at once, nothing counted yet.
+    assert feed_window(study, 6, 2, SPACE, SAMPLER) == [0, 1, 2]
+    assert feed_window(study, 6, 2, SPACE, SAMPLER) == []
+    zero, one = ask(worker), ask(worker)
+    worker.tell(one, score(one.params))  # slot 1 first: slot 3 (bound 1) waits for slot 0
+    assert feed_window(study, 6, 2, SPACE, SAMPLER) == []
+    worker.tell(zero, score(zero.params))
+    assert feed_window(study, 6, 2, SPACE, SAMPLER) == [3, 4]  # bounds 1 and 2
+    bounds = {t.user_attrs[ATTR_SLOT]: t.user_attrs[ATTR_ROUND] for t in study.get_trials()}
+    assert bounds == {0: 0, 1: 0, 2: 0, 3: 1, 4: 2}
+
+
+def run_window(order: str) -> dict[int, dict[str, Any]]:
+    """Six slots with two workers, finishing the two oldest running trials newest first
+    (``order`` "new") or oldest first ("old")."""
+    study, worker = new_study()
+    running: list[optuna.Trial] = []
+    while True:
+        feed_window(study, 6, 2, SPACE, SAMPLER)
+        while len(running) < 2:
+            try:
+                running.append(ask(worker))
+            except NoEnqueuedTrial:
+                break
+        if not running:
+            break
+        trial = running.pop(-1 if order == "new" and len(running) > 1 else 0)
+        worker.tell(trial, score(trial.params))
+    return params_by_slot(study)
+
+
+def test_window_gives_the_same_trials_whatever_the_finishing_order() -> None:
+    oldest_first, newest_first = run_window("old"), run_window("new")
+    assert oldest_first == newest_first and sorted(oldest_first) == list(range(6))
+
+
+@pytest.mark.parametrize("other_finished", [False, True])
+def test_the_window_pruner_sees_only_the_slots_below_the_bound(other_finished: bool) -> None:
+    study, worker = new_study()
+    feed_window(study, 6, 2, SPACE, SAMPLER)
+    for trial in (ask(worker), ask(worker), ask(worker)):  # slots 0, 1, 2 (bounds 0)
+        worker.tell(trial, score(trial.params))
+    assert feed_window(study, 6, 2, SPACE, SAMPLER) == [3, 4, 5]
+    three, four = ask(worker), ask(worker)  # bounds 1 and 2
+    if other_finished:  # slot 3 finishing before slot 4 is pruned changes nothing
+        worker.tell(three, 0.9)
+    inner = Recorder()
+    frozen = study._storage.get_trial(four._trial_id)
+    assert EarlierSlotsPruner(inner).prune(study, frozen) is False
+    assert inner.seen == [0, 1, four.number]

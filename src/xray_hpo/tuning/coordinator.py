@@ -26,7 +26,7 @@ from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.assessment import Assessment, study_assessment
-from xray_hpo.tuning.rounds import ATTR_PARALLEL, feed_rounds
+from xray_hpo.tuning.rounds import ATTR_PARALLEL, REPRODUCIBLE_MODES, feed_rounds, feed_window
 from xray_hpo.tuning.search_space import hparams_from_values
 from xray_hpo.tuning.worker import LOST_CHECK_S
 
@@ -85,8 +85,8 @@ def worker_count(config: Config) -> int:
 
 
 def parallel_mode(config: Config) -> str:
-    """``rounds`` or ``free``. One worker runs as it always did: its own order is a
-    reproducible one, and rounds of one trial would only change the sampler's seeds."""
+    """``window``, ``rounds`` or ``free``. One worker runs as it always did: its own order
+    is a reproducible one, and slots of one worker would only change the sampler's seeds."""
     return config.tune.parallel if worker_count(config) > 1 else "free"
 
 
@@ -114,7 +114,7 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
         configuration = {"study": study.study_name, "n_trials": target,
                          "n_workers": worker_count(config), "parallel": mode,
                          **study.user_attrs[studies.ATTR_SPEC]}
-        feed = (_round_feeder(study, target, config) if mode == "rounds" else None)
+        feed = (_feeder(study, target, config, mode) if mode in REPRODUCIBLE_MODES else None)
         previous = study.user_attrs.get(tracking.STUDY_ATTR_OPTIMIZER)
         with OptimizerTracker(study.study_name, configuration,
                               previous_task=previous) as tracker:
@@ -144,17 +144,19 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
     return summary
 
 
-def _round_feeder(study: optuna.Study, target: int, config: Config) -> Callable[[], None]:
-    """What the watch loop calls each poll in rounds mode: replace lost trials (checked
-    every few seconds, as workers do), enqueue the next round once the last is counted."""
+def _feeder(study: optuna.Study, target: int, config: Config,
+            mode: str) -> Callable[[], None]:
+    """What the watch loop calls each poll in a reproducible mode: replace lost trials
+    (checked every few seconds, as workers do), enqueue the slots whose turn has come."""
     last_lost_check = [-math.inf]
     width = worker_count(config)
+    feed_slots = feed_window if mode == "window" else feed_rounds
 
     def feed() -> None:
         if time.monotonic() - last_lost_check[0] >= LOST_CHECK_S:
             studies.fail_lost_trials(study)
             last_lost_check[0] = time.monotonic()
-        feed_rounds(study, target, width, config.tune.active_space, config.tune.sampler)
+        feed_slots(study, target, width, config.tune.active_space, config.tune.sampler)
 
     return feed
 

@@ -1,14 +1,22 @@
-"""Reproducible parallel tuning: trials in fixed rounds, each seeing only earlier rounds.
+"""Reproducible parallel tuning: each trial sees a fixed set of earlier trials, never
+whichever happened to finish first.
 
 With free-running workers what TPE and the pruner see depends on which trial finished
-first. In rounds mode (``tune.parallel: rounds``) the coordinator alone samples: once
-every trial of the previous round is counted, it proposes the next ``n_workers`` trials
-(slots ``start .. start + n_workers - 1``), each from the counted trials of earlier rounds
-with a sampler seeded by its slot, and enqueues them in slot order. Workers only run
-enqueued trials (:class:`EnqueuedTrialsOnly`), and the pruner compares a trial only with
-the counted trials of earlier rounds (:class:`EarlierRoundsPruner`). So a trial's
-parameters and pruning decisions depend on the commit, the params and the round width,
-never on timing. The cost is the wait for each round's slowest trial.
+first. In the reproducible modes the coordinator alone samples, and every trial (its
+*slot*, 0-based among the counted trials) has a *bound*: it is proposed from, and pruned
+against, the counted trials of the slots below its bound, all finished before it starts.
+
+- ``window`` (the default): slot ``s`` has bound ``s - n_workers``, so it sees every trial
+  but the ``n_workers`` just before it, and is enqueued as soon as those below its bound
+  are counted. A worker waits only when a trial outlasts the ``n_workers`` after it.
+- ``rounds``: trials in rounds of ``n_workers`` slots, each bounded by its round's first
+  slot; the next round is enqueued once the last is counted, so every round waits for its
+  slowest trial (1.3-1.6x the wall time of free workers, bench/RESULTS_parallel.md).
+
+Workers only run enqueued trials (:class:`EnqueuedTrialsOnly`), each proposed with a
+sampler seeded by its slot, and the pruner sees only the trials below the bound
+(:class:`EarlierSlotsPruner`). So a trial's parameters and pruning decisions depend on the
+commit, the params and ``n_workers``, never on timing.
 """
 
 from __future__ import annotations
@@ -30,9 +38,12 @@ from xray_hpo.tuning.study import (
     make_sampler,
 )
 
-ATTR_PARALLEL = "parallel"  # study: "rounds" or "free", set by the coordinator
+ATTR_PARALLEL = "parallel"  # study: "window", "rounds" or "free", set by the coordinator
+REPRODUCIBLE_MODES = ("window", "rounds")
 ATTR_SLOT = "slot"  # trial: its place among the counted trials (0-based)
-ATTR_ROUND = "round"  # trial: the first slot of its round
+# trial: its bound, the slots it sees are those below (in rounds mode its round's first
+# slot, hence the name, kept so that stored studies read the same)
+ATTR_ROUND = "round"
 FIXED_PARAMS = "fixed_params"  # Optuna's system attr of an enqueued trial
 
 
@@ -57,12 +68,13 @@ class EnqueuedTrialsOnly(optuna.Study):
 
 def worker_study(probe: optuna.Study, sampler: SamplerConfig, pruner: PrunerConfig,
                  epochs: int, worker_index: int | None) -> optuna.Study:
-    """The study as a worker runs it: in rounds mode it runs only the coordinator's trials
-    and prunes against earlier rounds; free, it samples with a seed of its own."""
+    """The study as a worker runs it: in a reproducible mode it runs only the coordinator's
+    trials and prunes against the slots below each one's bound; free, it samples with a
+    seed of its own."""
     base = make_pruner(pruner, epochs)
     storage = probe._storage
-    if probe.user_attrs.get(ATTR_PARALLEL) == "rounds":
-        return EnqueuedTrialsOnly(probe.study_name, storage, pruner=EarlierRoundsPruner(base),
+    if probe.user_attrs.get(ATTR_PARALLEL) in REPRODUCIBLE_MODES:
+        return EnqueuedTrialsOnly(probe.study_name, storage, pruner=EarlierSlotsPruner(base),
                                   sampler=optuna.samplers.RandomSampler(seed=0))  # unused
     return optuna.load_study(
         study_name=probe.study_name, storage=storage, pruner=base,
@@ -87,8 +99,8 @@ def round_sampler(config: SamplerConfig, slot: int) -> optuna.samplers.BaseSampl
 
 def propose(history: list[FrozenTrial], slot: int, space: Mapping[str, ParamSpec],
             sampler: SamplerConfig) -> dict[str, Any]:
-    """Parameters for ``slot`` from ``history`` (the counted trials of earlier rounds,
-    by trial number), sampled in a scratch in-memory study."""
+    """Parameters for ``slot`` from ``history`` (the counted trials below its bound, by
+    trial number), sampled in a scratch in-memory study."""
     scratch = optuna.create_study(direction="maximize", sampler=round_sampler(sampler, slot))
     scratch.add_trials(history)
     trial = scratch.ask()
@@ -96,18 +108,15 @@ def propose(history: list[FrozenTrial], slot: int, space: Mapping[str, ParamSpec
     return dict(trial.params)
 
 
-def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str, ParamSpec],
-                sampler: SamplerConfig) -> list[int]:
-    """Enqueue what the study needs next; returns the slots enqueued (for logging).
+def position(trial: FrozenTrial) -> int:
+    """A trial's slot; -1 for one of no slot (run free, or by one worker, before the study
+    went parallel), which every later trial sees."""
+    return int(trial.user_attrs.get(ATTR_SLOT, -1))
 
-    A trial of this mode that was lost (its worker died or was interrupted: failed
-    without a reason) is enqueued again with the same parameters and slot. When no trial
-    is waiting or running, the next round is proposed from every counted trial.
-    """
-    trials = study.get_trials(deepcopy=False)
-    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
-    if len(counted) >= target:
-        return []
+
+def _replace_lost(study: optuna.Study, trials: list[FrozenTrial]) -> list[int]:
+    """Enqueue again, with the same parameters, slot and bound, each trial of ours that was
+    lost (its worker died or was interrupted: failed without a reason); their slots."""
     ours = [t for t in trials if ATTR_SLOT in t.user_attrs]
     filled = {t.user_attrs[ATTR_SLOT] for t in ours
               if holds_slot(t) or t.state == TrialState.WAITING}
@@ -121,6 +130,21 @@ def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str
                                             ATTR_ROUND: trial.user_attrs[ATTR_ROUND]})
             filled.add(slot)
             replaced.append(slot)
+    return replaced
+
+
+def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str, ParamSpec],
+                sampler: SamplerConfig) -> list[int]:
+    """Rounds mode: enqueue what the study needs next; returns the slots enqueued.
+
+    Lost trials are enqueued again first. When no trial is waiting or running, the next
+    round is proposed from every counted trial.
+    """
+    trials = study.get_trials(deepcopy=False)
+    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
+    if len(counted) >= target:
+        return []
+    replaced = _replace_lost(study, trials)
     if replaced or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
         return replaced
     start = len(counted)
@@ -131,7 +155,37 @@ def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str
     return slots
 
 
-class _EarlierRoundsStorage:
+def feed_window(study: optuna.Study, target: int, width: int, space: Mapping[str, ParamSpec],
+                sampler: SamplerConfig) -> list[int]:
+    """Window mode: enqueue every next slot whose bound (``slot - width``) is reached, i.e.
+    whose slots below the bound are all counted; returns the slots enqueued.
+
+    Slots continue after the study's counted trials of no slot, if any. Several slots may
+    wait in the queue: a worker that frees up takes the next at once.
+    """
+    trials = study.get_trials(deepcopy=False)
+    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
+    if len(counted) >= target:
+        return []
+    enqueued = _replace_lost(study, trials)
+    ours = [t for t in trials if ATTR_SLOT in t.user_attrs]
+    first = min((position(t) for t in ours), default=len(counted))
+    taken = {position(t) for t in ours}
+    done = {position(t) for t in counted if ATTR_SLOT in t.user_attrs}
+    slot = max(taken, default=first - 1) + 1
+    while slot < target:
+        bound = max(first, slot - width)
+        if any(below not in done for below in range(first, bound)):
+            break  # a trial below the bound still runs: propose this slot once it is counted
+        history = [t for t in counted if position(t) < bound]
+        params = propose(history, slot, space, sampler)
+        study.enqueue_trial(params, user_attrs={ATTR_SLOT: slot, ATTR_ROUND: bound})
+        enqueued.append(slot)
+        slot += 1
+    return enqueued
+
+
+class _EarlierSlotsStorage:
     """A read view of a storage that lists only the trials ``keep`` accepts."""
 
     def __init__(self, inner: Any, keep: Callable[[FrozenTrial], bool]) -> None:
@@ -147,26 +201,28 @@ class _EarlierRoundsStorage:
         return getattr(self._inner, name)
 
 
-class EarlierRoundsPruner(optuna.pruners.BasePruner):
-    """``inner`` deciding on a trial against the counted trials of earlier rounds only.
+class EarlierSlotsPruner(optuna.pruners.BasePruner):
+    """``inner`` deciding on a trial against the counted trials below its bound only.
 
-    Those are finished before the trial's round starts, so the decision at each epoch is
-    the same whatever the other trials of the round are doing. A trial of no round (free
-    mode) is decided against the whole study, as ``inner`` alone would.
+    Those are finished before the trial starts, so the decision at each epoch is the same
+    whatever the trials running beside it are doing. A trial of no slot (free mode) is
+    decided against the whole study, as ``inner`` alone would.
     """
 
     def __init__(self, inner: optuna.pruners.BasePruner) -> None:
         self._inner = inner
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        round_start = trial.user_attrs.get(ATTR_ROUND)
-        if round_start is None:
+        bound = trial.user_attrs.get(ATTR_ROUND)
+        if bound is None:
             return self._inner.prune(study, trial)
 
+        # By slot, not round: in rounds mode the two are the same rule (a slot below its
+        # round's first slot is of an earlier round, and the converse).
         def keep(other: FrozenTrial) -> bool:
-            return other.number == trial.number or (
-                is_counted(other) and other.user_attrs.get(ATTR_ROUND, -1) < round_start)
+            return other.number == trial.number or (is_counted(other)
+                                                    and position(other) < bound)
 
-        view = optuna.Study(study.study_name, _EarlierRoundsStorage(study._storage, keep),
+        view = optuna.Study(study.study_name, _EarlierSlotsStorage(study._storage, keep),
                             sampler=study.sampler, pruner=self._inner)
         return self._inner.prune(view, trial)
