@@ -1,8 +1,10 @@
-"""The real `dvc repro`, in a temporary copy of the repo, shrunk to 2 trials x 2 epochs."""
+"""The real `dvc repro`, in a temporary copy of the repo, shrunk to 2 trials x 2 epochs: what
+it writes, the report it builds, a fresh study's byte-identical rerun, an experiment."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +14,9 @@ import pytest
 import yaml
 
 import common
-from conftest import TINY, run_command, user_env
+from conftest import TINY, Project, run_command, user_env
+from xray_hpo.config import HYPERPARAMETERS
+from xray_hpo.reporting.page import _fmt
 
 # One process runs the module (make test: --dist loadfile): its tests share, in order, one
 # dvc repro.
@@ -56,6 +60,42 @@ def test_repro_writes_every_tracked_output(dvc_project: Path) -> None:
     assert not list((root / "metrics").glob(".*tmp"))  # atomic writes leave no debris
     status = run_command(root, "dvc", "status")
     assert "up to date" in status, status
+
+
+def test_report_stage_builds_the_page_and_names_the_best_parameters(dvc_project: Path) -> None:
+    root = dvc_project  # TINY: 2 trials, each re-run with a second seed
+
+    importance = json.loads((root / "metrics/importance.json").read_text())
+    shares = importance[f"fanova_{importance['headline']}"]
+    assert list(shares) == list(HYPERPARAMETERS) and all(0 <= v <= 1 for v in shares.values())
+    assert importance["details"]["common_epoch"]["trials"] == 2
+    selection = json.loads((root / "metrics/selection.json").read_text())
+    assert all({"val_accuracy_mean", "val_accuracy_std"} <= set(c)
+               for c in selection["candidates"])
+    best = yaml.safe_load((root / "best_params.yaml").read_text())
+    assert {"hparams", "study", "trial", "val_accuracy", "selection"} <= set(best)
+    assert best["trial"] == selection["chosen_trial"]
+    gap = json.loads((root / "metrics/eval.json").read_text())["generalization"]
+    assert gap["val_accuracy_seed_mean"] == best["selection"]["val_accuracy_mean"]
+
+    text = (root / "reports/index.md").read_text()
+    params_table = text.split("## 2.")[1].split("## 3.")[0]
+    for name, value in best["hparams"].items():
+        assert f"| `{name}` | {_fmt(value)} |" in params_table, name
+    assert "Synthetic data" in text and "| val | 15 | 15 | 15 | 45 |" in text
+    assert re.search(r"\| \*\*test\*\* \| \*\*[\d.]+%\*\* \| [\d.]+% – [\d.]+% \|", text)
+    assert "## 4. Which hyperparameters mattered" in text and f"`{best['study']}`" in text
+    assert "matters most**" in text or "the study cannot tell" in text
+    assert "built-in synthetic phantoms (not patient images), scored on 45 validation" in text
+    assert "## 6. Top 10 trials" in text and "clearml-upload" in text
+    for png in re.findall(r"\]\((figures/[a-z_]+\.png)\)", text):
+        assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert len(re.findall(r"\]\(figures/", text)) == 4 + 3  # the study's, a gallery per class
+    assert "## 10. What the model looked at (Grad-CAM)" in text and "Where attention" in text
+
+    before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
+    Project(root).run("report")
+    assert {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()} == before
 
 
 def test_unknown_key_fails_repro_when_all_is_up_to_date(dvc_project: Path) -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from conftest import REPO
 from xray_hpo.config import HYPERPARAMETERS, load_config
 from xray_hpo.reporting.figures import write_figures
-from xray_hpo.reporting.page import _fmt
 from xray_hpo.tuning.assessment import assess
 from xray_hpo.tuning.search_space import suggest_hparams
 from xray_hpo.tuning.trials import curves_csv, trials_csv, trials_from_csv, with_curves
@@ -33,46 +29,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu",
 ERROR_PROBE = ("<script>window.addEventListener('error',function(e){var h=document."
                "documentElement;h.setAttribute('data-js-errors',(h.getAttribute("
                "'data-js-errors')||'')+e.message+';')});</script>")
-
-
-@pytest.mark.slow
-def test_report_stage_builds_the_page_and_names_the_best_parameters(make_project: Any) -> None:
-    project = make_project()  # TINY: 2 trials, each re-run with a second seed
-    for stage in ("prepare", "tune", "train_best", "evaluate", "report"):
-        project.run(stage)
-    root = project.root
-
-    importance = json.loads((root / "metrics/importance.json").read_text())
-    shares = importance[f"fanova_{importance['headline']}"]
-    assert list(shares) == list(HYPERPARAMETERS) and all(0 <= v <= 1 for v in shares.values())
-    assert importance["details"]["common_epoch"]["trials"] == 2
-    selection = json.loads((root / "metrics/selection.json").read_text())
-    assert all({"val_accuracy_mean", "val_accuracy_std"} <= set(c)
-               for c in selection["candidates"])
-    best = yaml.safe_load((root / "best_params.yaml").read_text())
-    assert {"hparams", "study", "trial", "val_accuracy", "selection"} <= set(best)
-    assert best["trial"] == selection["chosen_trial"]
-    gap = json.loads((root / "metrics/eval.json").read_text())["generalization"]
-    assert gap["val_accuracy_seed_mean"] == best["selection"]["val_accuracy_mean"]
-
-    text = (root / "reports/index.md").read_text()
-    params_table = text.split("## 2.")[1].split("## 3.")[0]
-    for name, value in best["hparams"].items():
-        assert f"| `{name}` | {_fmt(value)} |" in params_table, name
-    assert "Synthetic data" in text and "| val | 15 | 15 | 15 | 45 |" in text
-    assert re.search(r"\| \*\*test\*\* \| \*\*[\d.]+%\*\* \| [\d.]+% – [\d.]+% \|", text)
-    assert "## 4. Which hyperparameters mattered" in text and f"`{best['study']}`" in text
-    assert "matters most**" in text or "the study cannot tell" in text
-    assert "built-in synthetic phantoms (not patient images), scored on 45 validation" in text
-    assert "## 6. Top 10 trials" in text and "clearml-upload" in text
-    for png in re.findall(r"\]\((figures/[a-z_]+\.png)\)", text):
-        assert (root / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
-    assert len(re.findall(r"\]\(figures/", text)) == 4 + 3  # the study's, a gallery per class
-    assert "## 10. What the model looked at (Grad-CAM)" in text and "Where attention" in text
-
-    before = {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()}
-    project.run("report")
-    assert {p: p.read_bytes() for p in (root / "reports").rglob("*") if p.is_file()} == before
 
 
 def _study(n_trials: int = 12) -> optuna.Study:
