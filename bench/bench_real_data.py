@@ -94,6 +94,10 @@ CASES.update({
                            "select.top_k": 1, "select.seeds": 1,
                            "tune.search_space.batch_size": {"type": "categorical",
                                                             "choices": [4, 8]}}},
+    # Issue 14's "whole real-data dvc repro": every default (20 trials x 10 epochs, top 3 x
+    # 3 seeds, 2 workers in window mode), only the class weighting that --all needs.
+    "default-all": {"title": "every image, the committed defaults (2 workers, window)",
+                    "import": ["--all"], "params": {"train.class_weighting": "balanced"}},
 })
 RESULT_MARK = "<!-- bench_real_data results: "
 # Observations about a recorded run that its numbers alone do not show (keyed by case).
