@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import REPO, load_average, machine
+from common import REPO, SHARED_REAL_DATA, load_average, machine
 from xray_hpo.augment import augment_batch, augmentation_generator
 from xray_hpo.config import AugmentConfig, HParams, TrainConfig
 from xray_hpo.training import SplitData, train
 
-SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
+SHARED = SHARED_REAL_DATA
 RESULTS = REPO / "bench" / "RESULTS_augment.md"
 
 

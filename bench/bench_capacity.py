@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +29,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import copy_project, load_average, machine, run_command
+from common import load_average, machine, prepared_real_data
 from xray_hpo.reporting.page import wilson
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
 RESULTS = REPO / "bench" / "RESULTS_capacity.md"
 MARK = "<!-- bench_capacity results: "
 
@@ -49,15 +47,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wide-aug0.5-40": {**WIDE, "augment_strength": 0.5, "epochs": 40},
     "wide-aug1.0-40": {**WIDE, "augment_strength": 1.0, "epochs": 40},
 }
-
-
-def import_real_data(work: Path) -> Path:
-    """The --all re-split, decoded by the real prepare stage; returns prepared/."""
-    copy_project(work)
-    run_command(work, sys.executable, "-m", "xray_hpo.cli", "import-kermany", str(SHARED),
-                "--out", "data", "--all")
-    run_command(work, sys.executable, "stages/prepare.py")
-    return work / "prepared"
 
 
 def train_and_score(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     machine_text = machine(f"torch {torch.__version__}")
     rows = previous()
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
-        prepared = import_real_data(Path(tmp))
+        prepared = prepared_real_data(Path(tmp))
         load = load_average()
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             for row in pool.map(train_and_score, [str(prepared)] * len(specs), specs):
@@ -148,7 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except subprocess.CalledProcessError as exc:
-        sys.exit(f"bench_capacity: {exc}")
+    sys.exit(main())

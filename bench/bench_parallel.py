@@ -35,11 +35,17 @@ from typing import Any
 import numpy as np
 
 from bench_tune import prepare_data
-from common import copy_project, load_average, machine, override_params, run_command
+from common import (
+    copy_project,
+    load_average,
+    machine,
+    override_params,
+    prepared_real_data,
+    run_command,
+)
 from xray_hpo.reporting.page import wilson
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
 RESULTS = REPO / "bench" / "RESULTS_parallel.md"
 SHRINK = {"train.class_weighting": "balanced", "tune.n_trials": 10, "train.epochs": 5,
           "select.top_k": 2, "select.seeds": 2, "train.num_threads": 1}
@@ -82,17 +88,12 @@ def interval(accuracy: float, n: int) -> str:
 
 
 def real_part(work: Path) -> list[str]:
-    data_root = work / "import"
-    data_root.mkdir()
-    copy_project(data_root)
-    override_params(data_root / "params.yaml", SHRINK)
-    run_command(data_root, sys.executable, "-m", "xray_hpo.cli", "import-kermany", str(SHARED),
-                "--out", "data", "--all")
-    run_command(data_root, sys.executable, "stages/prepare.py")
+    (work / "import").mkdir()
+    prepared = prepared_real_data(work / "import")
     load_before = load_average()
     rows = []
     for index, (title, overrides) in enumerate(REAL_CASES.items()):
-        root = project(work / f"real{index}", data_root / "prepared", {**SHRINK, **overrides})
+        root = project(work / f"real{index}", prepared, {**SHRINK, **overrides})
         print(f"real: {title} ...", file=sys.stderr, flush=True)
         rows.append((title, run_tune(root)))
     base = rows[0][1]["wall"]

@@ -38,11 +38,11 @@ from typing import Any
 
 import yaml
 
-from common import init_dvc_project, load_average, machine, run_command
+from common import SHARED_REAL_DATA, init_dvc_project, load_average, machine, run_command
 from xray_hpo.reporting.page import wilson
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "chest_xray_64"
+SHARED = SHARED_REAL_DATA
 RESULTS = REPO / "bench" / "RESULTS_real.md"
 
 CASES: dict[str, dict[str, Any]] = {

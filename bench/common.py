@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 # What a project copy needs; data/ comes from the caller (generated, imported or linked).
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+# The shared 64 px copy of the Kermany training split: read-only, never copied into a repo.
+SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 
 
 # --- the machine ---------------------------------------------------------------------------
@@ -142,6 +144,17 @@ def copy_project(root: Path, names: tuple[str, ...] = PROJECT_FILES) -> None:
                             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif source.exists():
             shutil.copy2(source, root / name)
+
+
+def prepared_real_data(root: Path, *import_args: str) -> Path:
+    """A project at ``root`` holding the shared real images imported (``import-kermany
+    --all`` unless ``import_args`` say otherwise) and decoded by the real prepare stage;
+    returns its prepared/ folder."""
+    copy_project(root)
+    run_command(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
+                str(SHARED_REAL_DATA), "--out", "data", *(import_args or ("--all",)))
+    run_command(root, sys.executable, "stages/prepare.py")
+    return root / "prepared"
 
 
 def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:

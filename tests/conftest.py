@@ -26,9 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))  # the helpers tests share with the benchmarks
 
 import common  # noqa: E402  (bench/common.py)
-from common import init_dvc_project, set_dotted, user_env  # noqa: E402, F401
+from common import SHARED_REAL_DATA, init_dvc_project, set_dotted, user_env  # noqa: E402, F401
 
-SHARED_REAL_DATA = REPO.parent / "shared" / "data" / "chest_xray_64"
 PROJECT_FILES = ("params.yaml", "dvc.yaml", "stages", "src")
 # Small enough for seconds per stage, large enough that tune, pruning, workers and robust
 # selection (each of the 2 trials re-run with a second seed) all act.

@@ -133,6 +133,17 @@ def _replace_lost(study: optuna.Study, trials: list[FrozenTrial]) -> list[int]:
     return replaced
 
 
+def _open_study(study: optuna.Study,
+                target: int) -> tuple[list[FrozenTrial], list[FrozenTrial], list[int]] | None:
+    """What both feeds start from: the study's trials, its counted ones by trial number,
+    and the slots of the lost trials enqueued again; None once ``target`` are counted."""
+    trials = study.get_trials(deepcopy=False)
+    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
+    if len(counted) >= target:
+        return None
+    return trials, counted, _replace_lost(study, trials)
+
+
 def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str, ParamSpec],
                 sampler: SamplerConfig) -> list[int]:
     """Rounds mode: enqueue what the study needs next; returns the slots enqueued.
@@ -140,11 +151,10 @@ def feed_rounds(study: optuna.Study, target: int, width: int, space: Mapping[str
     Lost trials are enqueued again first. When no trial is waiting or running, the next
     round is proposed from every counted trial.
     """
-    trials = study.get_trials(deepcopy=False)
-    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
-    if len(counted) >= target:
+    opened = _open_study(study, target)
+    if opened is None:
         return []
-    replaced = _replace_lost(study, trials)
+    trials, counted, replaced = opened
     if replaced or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
         return replaced
     start = len(counted)
@@ -163,11 +173,10 @@ def feed_window(study: optuna.Study, target: int, width: int, space: Mapping[str
     Slots continue after the study's counted trials of no slot, if any. Several slots may
     wait in the queue: a worker that frees up takes the next at once.
     """
-    trials = study.get_trials(deepcopy=False)
-    counted = sorted((t for t in trials if is_counted(t)), key=lambda t: t.number)
-    if len(counted) >= target:
+    opened = _open_study(study, target)
+    if opened is None:
         return []
-    enqueued = _replace_lost(study, trials)
+    trials, counted, enqueued = opened
     ours = [t for t in trials if ATTR_SLOT in t.user_attrs]
     first = min((position(t) for t in ours), default=len(counted))
     taken = {position(t) for t in ours}

@@ -4,7 +4,7 @@ Workers are separate processes on purpose. ClearML allows one open task per proc
 the coordinator holds the optimizer task and each worker opens and closes one training
 task per trial in sequence; and n workers on n cores train in parallel, one thread each.
 The same loop serves local workers (spawned by the tune stage) and remote ones
-(``xray-hpo tune-worker --storage URL`` on another machine); in rounds mode
+(``xray-hpo tune-worker --storage URL`` on another machine); in window or rounds mode
 (``xray_hpo.tuning.rounds``) it samples nothing and runs the trials the coordinator enqueued.
 """
 
@@ -30,7 +30,7 @@ from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
 from xray_hpo.tuning.rounds import EnqueuedTrialsOnly, NoEnqueuedTrial, worker_study
 
-ROUNDS_POLL_S = 0.1  # rounds: a worker idles between rounds, so it looks for the next often
+ROUNDS_POLL_S = 0.1  # window, rounds: a worker may wait for its next trial, so it looks often
 LOST_CHECK_S = 5.0  # seconds between checks for trials of dead workers while trials run
 
 
@@ -224,7 +224,7 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
             study.optimize(lambda t: objective(t, ctx), n_trials=1, catch=(Exception,),
                            gc_after_trial=False, show_progress_bar=False)
         except NoEnqueuedTrial:
-            time.sleep(poll_s)  # rounds: the next round is not enqueued yet
+            time.sleep(poll_s)  # window, rounds: the next trial is not enqueued yet
             continue
         except optuna.exceptions.UpdateFinishedTrialError as exc:
             # Our trial was failed by another process (heartbeat missed, e.g. the database
