@@ -29,9 +29,10 @@ repro: data
 # PostgreSQL database); --dist loadfile runs each test file in one process, so a module's
 # shared fixture (one dvc repro) is built once. (Not loadgroup: with pytest 9.2, xdist 3.8's
 # group suffix on the node id is ignored, and a group's fixture was built in both
-# processes.) PYTEST_WORKERS=0 runs serially.
+# processes.) --no-loadscope-reorder: files go out in the order tests/conftest.py sets
+# (longest first), not by their number of tests. PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # What CI runs (.ci/run): ruff, then every test; the 30 slowest are listed at the end.
 test: data

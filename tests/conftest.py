@@ -99,6 +99,25 @@ def prepared_template(tmp_path_factory: pytest.TempPathFactory, phantom_data: Pa
     return root / "prepared"
 
 
+@pytest.fixture(scope="session")
+def committed_baseline(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
+    """The TINY project as git + DVC repository whose whole `dvc repro` ran once and was
+    committed: built once per test run (35 s) for every module that needs the real
+    pipeline's outputs. Read-only: take a ``copy_of(committed_baseline, ...)`` to change it."""
+    def build(folder: Path) -> None:
+        (folder / "project").mkdir()
+        common.committed_project(folder / "project", TINY, phantom_data)
+
+    return _built_once(tmp_path_factory, "baseline", build) / "project"
+
+
+def copy_of(baseline: Path, parent: Path) -> Path:
+    """A private copy of the committed baseline (git, DVC cache and outputs) in ``parent``."""
+    root = parent / "project"
+    shutil.copytree(baseline, root, symlinks=True)
+    return root
+
+
 def _copy_project(root: Path, data: Path) -> Project:
     common.copy_project(root, PROJECT_FILES)
     (root / "data").symlink_to(data, target_is_directory=True)
@@ -134,17 +153,44 @@ def pg_url() -> Iterator[str]:
 
 
 GROUPS = ("unit", "pipeline", "scale", "tracking")
+# The longest test files, longest first (seconds of one process, `pytest --durations=0`,
+# 2026-12-03): `make test` hands files to its 2 processes in this order (longest first
+# balances them best), then the rest in collection order. The baseline's users come after
+# test_pipeline_e2e.py, so that one process builds it while the other runs something else
+# instead of waiting for it. tests/unit/test_architecture.py checks these files exist.
+LONGEST_FIRST = (
+    "tracking/test_clearml_server.py",  # ~105
+    "scale/test_tune_scale.py",  # ~100
+    "pipeline/test_pipeline_e2e.py",  # ~85, with building the committed baseline
+    "scale/test_parallel_rounds.py",  # ~65
+    "pipeline/test_pruning.py",  # ~30
+    "pipeline/test_real_data_e2e.py",  # ~25
+    "pipeline/test_official_split_e2e.py",
+    "tracking/test_tracking.py",
+    "tracking/test_tracking_e2e.py",
+    "pipeline/test_faults_pipeline.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its folder's group, so ``-m unit`` (or ``-m 'not scale'``) works;
-    and run the slow tests (real stages) first, so that under pytest-xdist the short ones
-    fill the end of the run instead of one long test keeping one process busy alone."""
+    and put the longest files first (``LONGEST_FIRST``; the Makefile's
+    ``--no-loadscope-reorder`` keeps this order), so that under pytest-xdist the short ones
+    fill the end of the run instead of one long file keeping one process busy alone. The
+    sort is stable: a file's tests keep their order (module fixtures rely on it)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    tests = Path(__file__).resolve().parent
     for item in items:
         group = Path(str(item.path)).parent.name
         if group in GROUPS:
             item.add_marker(getattr(pytest.mark, group))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+
+    def position(item: pytest.Item) -> int:
+        path = Path(str(item.path))
+        name = path.relative_to(tests).as_posix() if path.is_relative_to(tests) else ""
+        return rank.get(name, len(LONGEST_FIRST))
+
+    items.sort(key=position)
 
 
 # The ClearML stand-in server (tests/tracking/clearml_standin.py), for the online tests.
@@ -167,6 +213,13 @@ def clearml_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv(settings.ENV_BASE_DIR, str(tmp_path / "runs"))
+    # The SDK reads its configuration once per process: should this test's in-process code
+    # (an upload) be the first to load it, give it the fast settings every run's generated
+    # file has, or later trackers in this process close through a reporting subprocess
+    # (measured: 20 s more for two trial trackers).
+    fast = tmp_path / "clearml-fast.conf"
+    fast.write_text(settings.FAST_CONFIG.format(include=""), encoding="utf-8")
+    monkeypatch.setenv("CLEARML_CONFIG_FILE", str(fast))
     settings._server_problem.clear()
     with StandIn() as server:
         for key, value in server.env().items():

@@ -11,7 +11,7 @@ import pytest
 
 import common
 from bad_files import oversized, tree_bytes
-from conftest import TINY, run_command, user_env
+from conftest import copy_of, run_command, user_env
 
 pytestmark = pytest.mark.slow  # one process runs the module (--dist loadfile): one fixture
 
@@ -25,8 +25,8 @@ DOWN = "postgresql://xray:pw@127.0.0.1:1/optuna"  # nothing listens on port 1
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
-    return common.committed_project(tmp_path_factory.mktemp("faults"), TINY, phantom_data)
+def project(tmp_path_factory: pytest.TempPathFactory, committed_baseline: Path) -> Path:
+    return copy_of(committed_baseline, tmp_path_factory.mktemp("faults"))
 
 
 def _outputs(root: Path) -> dict[str, bytes]:

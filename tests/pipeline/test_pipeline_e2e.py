@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-import common
-from conftest import TINY, Project, run_command, user_env
+from conftest import Project, copy_of, run_command, user_env
 from xray_hpo.config import HYPERPARAMETERS
 from xray_hpo.reporting.page import _fmt
 
@@ -29,8 +28,8 @@ TRACKED = ("best_params.yaml", "metrics/data.json", "metrics/tune.json", "metric
 
 
 @pytest.fixture(scope="module")
-def dvc_project(tmp_path_factory: pytest.TempPathFactory, phantom_data: Path) -> Path:
-    return common.committed_project(tmp_path_factory.mktemp("e2e"), TINY, phantom_data)
+def dvc_project(tmp_path_factory: pytest.TempPathFactory, committed_baseline: Path) -> Path:
+    return copy_of(committed_baseline, tmp_path_factory.mktemp("e2e"))
 
 
 def _read(root: Path, name: str) -> Any:

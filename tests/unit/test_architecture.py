@@ -188,3 +188,11 @@ def test_every_output_persists_so_a_failed_run_keeps_the_previous_results() -> N
                 if not (options or {}).get("persist"):
                     missing.append(f"{name}: {path}")
     assert not missing, f"outputs without persist: true: {missing}"
+
+
+def test_the_longest_first_order_names_existing_test_files() -> None:
+    """A renamed file would silently drop out of the order `make test` balances with."""
+    from conftest import LONGEST_FIRST
+
+    tests = REPO / "tests"
+    assert [name for name in LONGEST_FIRST if not (tests / name).is_file()] == []
