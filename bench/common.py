@@ -159,6 +159,7 @@ def prepared_real_data(root: Path, *import_args: str) -> Path:
 
 def init_dvc_project(root: Path, overrides: Mapping[str, Any]) -> None:
     """A git + DVC repository at ``root`` with this checkout's code and overridden params."""
+    root.mkdir(parents=True, exist_ok=True)
     copy_project(root)
     override_params(root / "params.yaml", overrides)
     run_command(root, "git", "init", "-q")

@@ -104,11 +104,9 @@ def committed_baseline(tmp_path_factory: pytest.TempPathFactory, phantom_data: P
     """The TINY project as git + DVC repository whose whole `dvc repro` ran once and was
     committed: built once per test run (35 s) for every module that needs the real
     pipeline's outputs. Read-only: take a ``copy_of(committed_baseline, ...)`` to change it."""
-    def build(folder: Path) -> None:
-        (folder / "project").mkdir()
-        common.committed_project(folder / "project", TINY, phantom_data)
-
-    return _built_once(tmp_path_factory, "baseline", build) / "project"
+    root = _built_once(tmp_path_factory, "baseline", lambda folder: common.committed_project(
+        folder / "project", TINY, phantom_data))
+    return root / "project"
 
 
 def copy_of(baseline: Path, parent: Path) -> Path:
