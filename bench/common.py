@@ -150,6 +150,7 @@ def prepared_real_data(root: Path, *import_args: str) -> Path:
     """A project at ``root`` holding the shared real images imported (``import-kermany
     --all`` unless ``import_args`` say otherwise) and decoded by the real prepare stage;
     returns its prepared/ folder."""
+    root.mkdir(parents=True, exist_ok=True)
     copy_project(root)
     run_command(root, sys.executable, "-m", "xray_hpo.cli", "import-kermany",
                 str(SHARED_REAL_DATA), "--out", "data", *(import_args or ("--all",)))

@@ -134,12 +134,14 @@ def train(
     torch.manual_seed(seed)
     image_size = int(train_data.images.shape[-1])
     pixels = train_data.images
+    # channels-last lets oneDNN run the convolutions without reordering at every call.
+    layout = torch.channels_last if config.fast_kernels else torch.contiguous_format
     model = XrayCNN(ModelArgs(
         image_size=image_size, lin1_size=hparams.lin1_size, lin2_size=hparams.lin2_size,
         p_dropout=hparams.p_dropout, pixel_mean=round(pixels.mean().item(), 6),
         pixel_std=round(max(pixels.std().item(), 1e-3), 6), conv1_width=hparams.conv1_width,
         conv2_width=hparams.conv2_width, batch_norm=hparams.batch_norm,
-    )).to(device)
+    )).to(device, memory_format=layout)
     optimizer = _make_optimizer(model, hparams, config)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
                  if config.lr_schedule == "cosine" else None)
@@ -159,7 +161,7 @@ def train(
                         if strength > 0 else None)
         train_loss, train_acc = _train_one_epoch(
             model, optimizer, loss_fn, train_data, hparams.batch_size, shuffler, device,
-            augmentation)
+            layout, augmentation)
         if scheduler is not None:
             scheduler.step()
         val_loss, val_acc, _ = evaluate_split(model, val_data, device)
@@ -175,6 +177,9 @@ def train(
             on_epoch(stats)
     if best_state is not None:
         model.load_state_dict(best_state)
+    # Callers get the standard layout: saved weights, predict and Grad-CAM never see the
+    # training's memory format.
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return result
 
@@ -192,15 +197,19 @@ class _Augmentation:
 def _make_optimizer(model: nn.Module, hparams: HParams,
                     config: TrainConfig) -> torch.optim.Optimizer:
     weight_decay = config.weight_decay if hparams.weight_decay is None else hparams.weight_decay
+    # fused: one kernel updates every weight. The default steps tensor by tensor, which at
+    # batch 2 made Optimizer.step 42 % of a step (bench/RESULTS_parallel.md).
+    fused = config.fast_kernels or None
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=hparams.lr, momentum=0.9,
-                               weight_decay=weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=hparams.lr, weight_decay=weight_decay)
+                               weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(model.parameters(), lr=hparams.lr, weight_decay=weight_decay,
+                            fused=fused)
 
 
 def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                      data: SplitData, batch_size: int, shuffler: torch.Generator,
-                     device: torch.device,
+                     device: torch.device, layout: torch.memory_format = torch.contiguous_format,
                      augmentation: _Augmentation | None = None) -> tuple[float, float]:
     model.train()
     order = torch.randperm(len(data), generator=shuffler)
@@ -212,6 +221,7 @@ def _train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn
         images, labels = data.images[index].to(device), data.labels[index].to(device)
         if augmentation is not None:
             images = augmentation(images)
+        images = images.contiguous(memory_format=layout)
         optimizer.zero_grad(set_to_none=True)
         logits = model(images)
         loss = loss_fn(logits, labels)

@@ -83,3 +83,28 @@ def test_save_load_round_trip_is_byte_stable(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 48, 48)
     model.eval()
     assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fast_kernels_are_deterministic_and_hand_back_standard_weights(
+        optimizer: str, tmp_path: Path) -> None:
+    hp = HParams(lin1_size=64, lin2_size=32, p_dropout=0.1, batch_size=4,
+                 lr=2e-3 if optimizer == "adam" else 2e-2)
+    train_data, val_data = _toy_data(60, seed=1), _toy_data(30, seed=2)
+    runs = {fast: train(hp, TrainConfig(epochs=3, seed=3, optimizer=optimizer,
+                                        fast_kernels=fast), train_data, val_data)
+            for fast in (False, True)}
+    again = train(hp, TrainConfig(epochs=3, seed=3, optimizer=optimizer, fast_kernels=True),
+                  train_data, val_data)
+    assert again.history == runs[True].history  # fused + channels-last: still seeded
+    assert runs[True].best_val_acc > 0.6 and runs[False].best_val_acc > 0.6
+    model = runs[True].model
+    # Callers (save, predict, Grad-CAM) get the standard layout, not the training's.
+    # (The second convolution: with one input channel the first's weights are both layouts.)
+    conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1].weight
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    save_model(model, tmp_path / "fast.pt")
+    loaded = load_model(tmp_path / "fast.pt")
+    assert torch.equal(loaded(val_data.images), model(val_data.images))
+    _, acc, _ = evaluate_split(loaded, val_data, torch.device("cpu"))
+    assert acc == pytest.approx(runs[True].best_val_acc)
