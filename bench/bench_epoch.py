@@ -5,10 +5,11 @@
 The shared real training copy (``../shared/data/chest_xray_64``, imported with ``--all``:
 3,650 train / 783 val at 64 px) trains the seed CNN (lin 96/48, dropout 0.2, lr 0.003,
 Adam, cosine schedule) with one torch thread, as a tune worker does, at batch sizes 2, 4
-and 8, once with ``train.fast_kernels: false`` (per-tensor Adam, NCHW: the reference) and
-twice with it on (fused Adam, channels-last). Reports seconds per epoch, the speed-up, the
-best val accuracy, and whether the two fast runs gave the same weights (determinism on
-this machine). Results go to the ``bench_epoch`` block of bench/RESULTS_parallel.md.
+and 8, once with ``train.fast_kernels: false`` (per-tensor Adam, NCHW, denormals kept: the
+reference) and twice with it on (fused Adam, channels-last, denormals flushed to zero).
+Reports seconds per epoch, the speed-up, the best val accuracy, and whether the two fast
+runs gave the same weights (determinism on this machine). Results go to the ``bench_epoch``
+block of bench/RESULTS_parallel.md.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ modes (window, rounds) against free workers.
 ``real``: the shared real training copy (``../shared/data/chest_xray_64``, imported with
 ``--all``, ``train.class_weighting: balanced``) in temporary project copies; the tune stage
 (``python stages/tune.py``: study, then robust selection) run back to back with
-``tune.n_workers: 1`` (today's setting) and with the committed params (the new default),
+``tune.n_workers: 1, train.fast_kernels: false`` (the settings before issue 14) and with
+the committed params (the new default),
 tuning shrunk to fit a shared 2-core machine (``SHRINK``). Reports end-to-end stage time
 and the study's best and the chosen val accuracy with 95 % Wilson intervals.
 
@@ -49,10 +50,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS_parallel.md"
 SHRINK = {"train.class_weighting": "balanced", "tune.n_trials": 10, "train.epochs": 5,
           "select.top_k": 2, "select.seeds": 2, "train.num_threads": 1}
-# The new default is params.yaml's (2 workers, tune.parallel window); ``quality`` compares
-# it with rounds.
-REAL_CASES = {"today: tune.n_workers 1": {"tune.n_workers": 1},
-              "new default: 2 workers, parallel window": {}}
+# The new default is params.yaml's (2 workers, tune.parallel window, train.fast_kernels);
+# ``quality`` compares it with rounds.
+REAL_CASES = {"today: tune.n_workers 1, reference kernels":
+              {"tune.n_workers": 1, "train.fast_kernels": False},
+              "new default: 2 workers, parallel window, fast kernels": {}}
 MODES = ("window", "rounds", "free")
 QUALITY_SEEDS = (42, 43, 44)
 QUALITY = {"tune.n_workers": 2, "select.top_k": 1, "select.seeds": 1, "train.num_threads": 1}

@@ -99,9 +99,9 @@ class TrainConfig(StrictModel):
     class_weighting: Literal["none", "balanced"] = "none"
     num_threads: int = Field(0, ge=0, le=1024)  # 0: every core this process may use
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Fused optimizer step and channels-last convolutions: about 1.5x faster steps on CPU at
-    # this model's small batches (bench/bench_epoch.py). Other kernels, so other float
-    # roundings: false reproduces studies made before this setting existed.
+    # Fused optimizer step, channels-last convolutions and denormals flushed to zero: faster
+    # epochs at this model's small batches (bench/bench_epoch.py). Other kernels, so other
+    # float roundings: false reproduces studies made before this setting existed.
     fast_kernels: bool = True
     augment: AugmentConfig = AugmentConfig()
 

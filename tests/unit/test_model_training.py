@@ -108,3 +108,15 @@ def test_fast_kernels_are_deterministic_and_hand_back_standard_weights(
     assert torch.equal(loaded(val_data.images), model(val_data.images))
     _, acc, _ = evaluate_split(loaded, val_data, torch.device("cpu"))
     assert acc == pytest.approx(runs[True].best_val_acc)
+
+
+def test_fast_kernels_flush_denormals_only_while_training() -> None:
+    denormal = 1e-40  # below float32's smallest normal number (1.2e-38)
+    seen: list[float] = []
+    hp = HParams(lin1_size=32, lin2_size=16, p_dropout=0.0, lr=2e-3, batch_size=8)
+    train(hp, TrainConfig(epochs=1, fast_kernels=True), _toy_data(24), _toy_data(12),
+          on_epoch=lambda _: seen.append(torch.tensor([denormal]).item()))
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    assert seen == [0.0]  # flushed to zero inside train()
+    assert torch.tensor([denormal]).item() != 0.0  # and torch's default again after it
