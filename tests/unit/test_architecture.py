@@ -196,3 +196,17 @@ def test_the_longest_first_order_names_existing_test_files() -> None:
 
     tests = REPO / "tests"
     assert [name for name in LONGEST_FIRST if not (tests / name).is_file()] == []
+
+
+def test_the_training_stages_rerun_on_every_setting_that_changes_the_weights() -> None:
+    """A train.* key missing from a stage's params would let DVC skip a rerun and keep
+    results trained under the old value (train.fast_kernels once was missing)."""
+    from xray_hpo.config import TrainConfig
+
+    pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    # num_threads and device pick where and how fast, not what: kept out on purpose.
+    settings = {f"train.{key}" for key in TrainConfig.model_fields} - {
+        "train.num_threads", "train.device"}
+    for stage in ("tune", "train_best"):
+        listed = {p for p in pipeline["stages"][stage]["params"] if isinstance(p, str)}
+        assert settings <= listed, f"{stage}: params missing {sorted(settings - listed)}"
