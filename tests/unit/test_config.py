@@ -38,8 +38,8 @@ def _error(raw: dict[str, Any]) -> str:
 
 
 SS = "tune.search_space"
-TRAIN_KEYS = ("['augment', 'class_weighting', 'device', 'epochs', 'lr_schedule', 'num_threads', "
-              "'optimizer', 'seed', 'weight_decay']")
+TRAIN_KEYS = ("['augment', 'class_weighting', 'device', 'epochs', 'fast_kernels', "
+              "'lr_schedule', 'num_threads', 'optimizer', 'seed', 'weight_decay']")
 PATH_RULE = ("expected a non-empty relative path inside the project (letters, digits, _ . - "
              "and /; no '..')")
 PREFIX_RULE = "expected 1 to 64 letters, digits, _ . - (starting with a letter or digit)"
