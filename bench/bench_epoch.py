@@ -27,13 +27,10 @@ BATCH_SIZES = (2, 4, 8)
 SEED_HPARAMS = {"lin1_size": 96, "lin2_size": 48, "p_dropout": 0.2, "lr": 0.003}
 
 
-def timed_training(prepared: Path, batch_size: int, fast: bool, epochs: int) -> dict:
-    import torch
-
+def timed_training(splits: dict, batch_size: int, fast: bool, epochs: int) -> dict:
     from xray_hpo.config import HParams, TrainConfig
-    from xray_hpo.training import load_splits, train
+    from xray_hpo.training import train
 
-    splits = load_splits(prepared, "train", "val")
     hparams = HParams(**SEED_HPARAMS, batch_size=batch_size)
     config = TrainConfig(epochs=epochs, num_threads=1, class_weighting="balanced",
                          device="cpu", fast_kernels=fast)
@@ -42,23 +39,25 @@ def timed_training(prepared: Path, batch_size: int, fast: bool, epochs: int) -> 
     seconds = (time.perf_counter() - started) / epochs
     weights = sum(float(p.double().sum()) for p in result.model.state_dict().values())
     return {"seconds": seconds, "val": result.best_val_acc, "weights": weights,
-            "contiguous": all(p.is_contiguous() for p in result.model.parameters()),
-            "threads": torch.get_num_threads()}
+            "contiguous": all(p.is_contiguous() for p in result.model.parameters())}
 
 
 def measure(prepared: Path, epochs: int) -> list[str]:
     import torch
 
+    from xray_hpo.training import load_splits
+
     torch.set_num_threads(1)
+    splits = load_splits(prepared, "train", "val")  # once: every run reads the same arrays
     load_before = load_average()
     lines = ["| batch size | reference (s / epoch) | fast_kernels (s / epoch) | speed-up "
              "| best val acc: reference / fast | fast twice: same weights |",
              "|---|---|---|---|---|---|"]
     for batch_size in BATCH_SIZES:
         print(f"batch {batch_size} ...", file=sys.stderr, flush=True)
-        reference = timed_training(prepared, batch_size, False, epochs)
-        fast = timed_training(prepared, batch_size, True, epochs)
-        again = timed_training(prepared, batch_size, True, epochs)
+        reference = timed_training(splits, batch_size, False, epochs)
+        fast = timed_training(splits, batch_size, True, epochs)
+        again = timed_training(splits, batch_size, True, epochs)
         assert fast["contiguous"], "train() must hand back standard-layout weights"
         same = "yes" if fast["weights"] == again["weights"] else "**no**"
         best_fast = min(fast["seconds"], again["seconds"])

@@ -88,6 +88,11 @@ class AugmentConfig(StrictModel):
     horizontal_flip: bool = False  # off: a flip mirrors the heart to the right
 
 
+# Where and how fast a run trains, not what it computes: outside a study's name and the
+# training stages' DVC params.
+RUNTIME_TRAIN_KEYS = ("num_threads", "device")
+
+
 class TrainConfig(StrictModel):
     epochs: int = Field(10, ge=1, le=EPOCHS_MAX)
     seed: Seed = 42

@@ -114,10 +114,10 @@ def test_unknown_key_fails_repro_when_all_is_up_to_date(dvc_project: Path) -> No
         params.write_text(original)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if "check_params: error:" in line]
-    assert errors == ["check_params: error: params.yaml: train.epoch: unknown key; expected "
-                      "one of ['augment', 'class_weighting', 'device', 'epochs', 'fast_kernels', "
-                      "'lr_schedule', "
-                      "'num_threads', 'optimizer', 'seed', 'weight_decay']"], proc.stderr
+    assert errors == [
+        "check_params: error: params.yaml: train.epoch: unknown key; expected one of "
+        "['augment', 'class_weighting', 'device', 'epochs', 'fast_kernels', 'lr_schedule', "
+        "'num_threads', 'optimizer', 'seed', 'weight_decay']"], proc.stderr
     assert "Traceback" not in proc.stderr
     assert {name: (root / name).read_bytes() for name in before} == before
     assert "up to date" in run_command(root, "dvc", "status")

@@ -201,12 +201,11 @@ def test_the_longest_first_order_names_existing_test_files() -> None:
 def test_the_training_stages_rerun_on_every_setting_that_changes_the_weights() -> None:
     """A train.* key missing from a stage's params would let DVC skip a rerun and keep
     results trained under the old value (train.fast_kernels once was missing)."""
-    from xray_hpo.config import TrainConfig
+    from xray_hpo.config import RUNTIME_TRAIN_KEYS, TrainConfig
 
     pipeline = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    # num_threads and device pick where and how fast, not what: kept out on purpose.
-    settings = {f"train.{key}" for key in TrainConfig.model_fields} - {
-        "train.num_threads", "train.device"}
+    settings = {f"train.{key}" for key in TrainConfig.model_fields
+                if key not in RUNTIME_TRAIN_KEYS}
     for stage in ("tune", "train_best"):
         listed = {p for p in pipeline["stages"][stage]["params"] if isinstance(p, str)}
         assert settings <= listed, f"{stage}: params missing {sorted(settings - listed)}"

@@ -27,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
 from xray_hpo.config import (
+    RUNTIME_TRAIN_KEYS,
     Config,
     PrunerConfig,
     SamplerConfig,
@@ -156,7 +157,7 @@ def train_spec(config: Config) -> dict[str, Any]:
 def study_name(prefix: str, spec: Mapping[str, Any]) -> str:
     # num_threads and device do not change what is searched; they stay out of the name.
     relevant = {**spec, "train": {k: v for k, v in spec["train"].items()
-                                  if k not in ("num_threads", "device")}}
+                                  if k not in RUNTIME_TRAIN_KEYS}}
     digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
     return f"{prefix}-{digest[:12]}"
 
