@@ -46,20 +46,42 @@ PRESETS: dict[str, dict[str, Any]] = {
                         "lr": 0.002, "augment_strength": 0.4, "epochs": 20},
     "wide-aug0.5-40": {**WIDE, "augment_strength": 0.5, "epochs": 40},
     "wide-aug1.0-40": {**WIDE, "augment_strength": 1.0, "epochs": 40},
+    # The middle zoom shift keeps 64 % of the area; crop_scale 0.5 at strength 0.5 never
+    # crops below 75 %, so no earlier row trained on that view. crop_scale 0.25 reaches 62.5 %.
+    "wide-aug0.5-crop0.25-20": {**WIDE, "augment_strength": 0.5, "epochs": 20,
+                               "augment": {"crop_scale": 0.25}},
+    "wide-aug0.5-crop0.25-30": {**WIDE, "augment_strength": 0.5, "epochs": 30,
+                               "augment": {"crop_scale": 0.25}},
 }
+# The same configuration with train.seed 43-46: how far one configuration's test accuracy
+# moves with the seed alone.
+PRESETS.update({f"wide-aug0.5-crop0.25-30-seed{seed}": {
+    **PRESETS["wide-aug0.5-crop0.25-30"], "seed": seed} for seed in range(43, 47)})
+# Keys of a spec that are not HParams fields: the epochs, train.augment settings, and the
+# seed (train.seed, 42 unless given: other seeds show the spread of one configuration).
+NOT_HPARAMS = ("epochs", "augment", "seed")
+
+
+def hparams_and_config(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The validated HParams and TrainConfig of one configuration."""
+    from xray_hpo.config import AugmentConfig, HParams, TrainConfig
+
+    hparams = HParams(**{k: v for k, v in spec.items() if k not in NOT_HPARAMS})
+    config = TrainConfig(epochs=spec["epochs"], class_weighting="balanced", num_threads=1,
+                         augment=AugmentConfig(**spec.get("augment", {})),
+                         seed=spec.get("seed", 42))
+    return hparams, config
 
 
 def train_and_score(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration: train on train (val picks the epoch), score test and shifts."""
     import torch
 
-    from xray_hpo.config import HParams, TrainConfig
     from xray_hpo.evaluation.robustness import MIDDLE, SHIFTS, shifted
     from xray_hpo.training import SplitData, evaluate_split, load_splits, train
 
     torch.set_num_threads(1)
-    hparams = HParams(**{k: v for k, v in spec.items() if k != "epochs"})
-    config = TrainConfig(epochs=spec["epochs"], class_weighting="balanced", num_threads=1)
+    hparams, config = hparams_and_config(spec)
     splits = load_splits(Path(prepared), "train", "val", "test")
     started = time.perf_counter()
     result = train(hparams, config, splits["train"], splits["val"])
@@ -89,6 +111,7 @@ def render(rows: list[dict[str, Any]]) -> str:
              "| configuration | epochs | val acc (best epoch) | test acc [95 % Wilson] | "
              "middle severity: mean / worst shift | worst drop (points) | train (s) | "
              "measured |", "|---|---|---|---|---|---|---|---|"]
+    machines = list(dict.fromkeys(row["machine"] for row in rows))
     for row in rows:
         spec = {k: v for k, v in row["spec"].items() if k != "epochs"}
         low, high = wilson(row["test"], row["n_test"])
@@ -100,8 +123,9 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"| {row['test']:.3f} [{low:.3f}, {high:.3f}] "
             f"| {mean:.3f} / {worst} {row['shifts'][worst]:.3f} "
             f"| {100 * (row['test'] - row['shifts'][worst]):.1f} | {row['seconds']} "
-            f"| {row['date']}, load {row['load']} |")
-    lines += ["", f"Machine: {rows[-1]['machine']}." if rows else "", "",
+            f"| {row['date']}, load {row['load']}, machine "
+            f"{machines.index(row['machine']) + 1} |")
+    lines += ["", *(f"Machine {i}: {text}." for i, text in enumerate(machines, 1)), "",
               MARK + json.dumps(rows) + " -->"]
     return "\n".join(lines) + "\n"
 
@@ -111,13 +135,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", action="append", choices=sorted(PRESETS), default=[])
     parser.add_argument("--config", action="append", default=[],
-                        help="a configuration as JSON: HParams fields plus epochs")
+                        help="a configuration as JSON: HParams fields plus epochs and "
+                             "optionally augment (train.augment settings) and seed")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     specs = [PRESETS[name] for name in args.preset] + [json.loads(c) for c in args.config]
     if not specs:
         parser.error("name at least one --preset or --config")
+    for spec in specs:  # a bad spec fails here, not minutes later inside the pool
+        hparams_and_config(spec)
     import torch
 
     machine_text = machine(f"torch {torch.__version__}")

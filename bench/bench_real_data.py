@@ -72,6 +72,11 @@ NOAUG_CHOICE = {"batch_size": 4, "lin1_size": 102, "lin2_size": 37, "lr": 0.0020
 ONE_RUN = {"tune.n_trials": 1, "select.top_k": 1, "select.seeds": 1,
            **{f"tune.search_space.{k}": {"type": "categorical", "choices": [v]}
               for k, v in NOAUG_CHOICE.items()}}
+# The capacity probe's wide BatchNorm configuration (bench/bench_capacity.py, WIDE).
+WIDE_SPACE = {"lin1_size": 128, "lin2_size": 64, "p_dropout": 0.3, "lr": 0.001,
+              "batch_size": 32}
+WIDE_EXTENSION = {"weight_decay": 1e-4, "augment_strength": 0.5, "conv1_width": 16,
+                  "conv2_width": 32, "batch_norm": True}
 CASES.update({
     "noaug": {"title": "every image, no augmentation (the old setting)",
               "import": ["--all"], "params": dict(SHRUNK)},
@@ -94,6 +99,19 @@ CASES.update({
                            "select.top_k": 1, "select.seeds": 1,
                            "tune.search_space.batch_size": {"type": "categorical",
                                                             "choices": [4, 8]}}},
+    # The capacity probe's robust row (bench/RESULTS_capacity.md, wide-aug0.5-crop0.25-30)
+    # through the whole pipeline: one fixed configuration of the extended family, 30 epochs,
+    # augmentation 0.5 with crops down to 62.5 % of the area (the middle zoom shift's 64 %).
+    "robust": {"title": "every image, the extended family fixed, augmentation 0.5 with crop "
+                        "scale 0.25, 30 epochs",
+               "import": ["--all"],
+               "params": {**SHRUNK, "tune.n_trials": 1, "select.top_k": 1, "select.seeds": 1,
+                          "train.epochs": 30, "tune.extended": True,
+                          "train.augment.crop_scale": 0.25,
+                          **{f"tune.{part}.{k}": {"type": "categorical", "choices": [v]}
+                             for part, fixed in (("search_space", WIDE_SPACE),
+                                                 ("extension", WIDE_EXTENSION))
+                             for k, v in fixed.items()}}},
     # Issue 14's "whole real-data dvc repro": every default (20 trials x 10 epochs, top 3 x
     # 3 seeds, 2 workers in window mode), only the class weighting that --all needs.
     "default-all": {"title": "every image, the committed defaults (2 workers, window)",
