@@ -49,7 +49,8 @@ def one_study(seed: int, n_trials: int, epochs: int, prepared: Path, work: Path
     from xray_hpo.tuning.assessment import assess
     from xray_hpo.tuning.coordinator import run_study
     from xray_hpo.tuning.importance import param_importances
-    from xray_hpo.tuning.study import budget_trials, open_storage
+    from xray_hpo.tuning.storage import open_storage
+    from xray_hpo.tuning.study import budget_trials
 
     config = make_config(**{"tune.sampler.seed": seed, "tune.n_trials": n_trials,
                             "train.epochs": epochs, "train.num_threads": 1})

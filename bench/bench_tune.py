@@ -257,7 +257,7 @@ def workers_row(spec: str, work: Path, prepared: Path) -> dict[str, Any]:
     coordinator (``run_study``) with its worker processes; wall time from the call to the
     summary, steady state from the first trial's start to the last one's end."""
     from xray_hpo.tuning.coordinator import run_study
-    from xray_hpo.tuning.study import open_storage
+    from xray_hpo.tuning.storage import open_storage
 
     count, threads, n, epochs, round_ = (int(part) for part in spec.split(","))
     config = make_config(**{"train.epochs": epochs, "tune.n_trials": n,

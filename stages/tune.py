@@ -19,7 +19,7 @@ from xray_hpo.stage_util import run_stage
 from xray_hpo.tracking.settings import TRIAL_ATTR_TASK
 from xray_hpo.tuning.coordinator import TuneSummary, run_study
 from xray_hpo.tuning.selection import Candidate, Selection
-from xray_hpo.tuning.study import resolve_storage
+from xray_hpo.tuning.storage import resolve_storage
 
 BEST_PARAMS = Path("best_params.yaml")
 METRICS = Path("metrics/tune.json")
@@ -38,7 +38,8 @@ def analyse(config: Config, storage_spec: str, study_name: str
     from xray_hpo.tuning.coordinator import worker_count, worker_threads
     from xray_hpo.tuning.pool import train_many
     from xray_hpo.tuning.selection import robust_select, top_candidates
-    from xray_hpo.tuning.study import budget_trials, open_storage
+    from xray_hpo.tuning.storage import open_storage
+    from xray_hpo.tuning.study import budget_trials
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_spec))
     trials = budget_trials(study, config.tune.n_trials)

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from xray_hpo.config import PrunerConfig
 from xray_hpo.training import EpochStats
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.worker import stuck_at_chance
 
@@ -106,7 +107,7 @@ def _diverging_project(make_project: Any, pruner: dict[str, Any], epochs: int) -
 
 
 def _trials(project: Any) -> list[optuna.trial.FrozenTrial]:
-    storage = studies.open_storage(studies.resolve_storage(None, {}, project.root))
+    storage = stores.open_storage(stores.resolve_storage(None, {}, project.root))
     (summary,) = optuna.get_all_study_summaries(storage)
     return optuna.load_study(study_name=summary.study_name, storage=storage).get_trials()
 

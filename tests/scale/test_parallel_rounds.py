@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from xray_hpo.config import HParams, TrainConfig
-from xray_hpo.tuning import study as studies
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning.lifetime import ENV_TEST_DELAY
 from xray_hpo.tuning.pool import train_many
 from xray_hpo.tuning.rounds import ATTR_ROUND, ATTR_SLOT
@@ -29,7 +29,7 @@ ROUNDS = {"tune.n_trials": 6, "tune.n_workers": 2, "tune.sampler.n_startup_trial
 
 
 def trials_by_number(root: Path) -> list[tuple[Any, ...]]:
-    backend = studies.open_storage(studies.resolve_storage(None, {}, root))
+    backend = stores.open_storage(stores.resolve_storage(None, {}, root))
     (name,) = optuna.get_all_study_names(backend)
     study = optuna.load_study(study_name=name, storage=backend)
     return [(t.number, t.state.name, t.params, t.value, dict(t.intermediate_values),

@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning import worker as tune_worker
 from xray_hpo.tuning.study import ATTR_SURPLUS, ATTR_TARGET
@@ -19,7 +20,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 def journal_study(tmp_path: Path, target: int = 3) -> optuna.Study:
-    storage = studies.open_storage(f"journal:{tmp_path / 'journal.log'}")
+    storage = stores.open_storage(f"journal:{tmp_path / 'journal.log'}")
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
     study.set_user_attr(ATTR_TARGET, target)
     return study
@@ -110,20 +111,20 @@ def test_storage_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     have_psycopg3 = importlib.util.find_spec("psycopg") is not None
-    url = studies.database_url("postgresql://u@db:5432/optuna")
+    url = stores.database_url("postgresql://u@db:5432/optuna")
     assert url == ("postgresql://u@db:5432/optuna" if have_psycopg3
                    else "postgresql+psycopg2://u@db:5432/optuna")
-    assert studies.database_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
-    assert studies.database_url("sqlite:///x.db") == "sqlite:///x.db"
-    assert studies.redact("postgresql://me:s3cret@db/x") == "postgresql://me:***@db/x"
-    env = {studies.ENV_STORAGE: "postgresql://db/x"}
-    assert studies.resolve_storage(None, env) == "postgresql://db/x"
-    assert studies.resolve_storage("journal:/j", env) == "journal:/j"
-    assert studies.resolve_storage(None, {}, Path("/p")) == "journal:/p/.optuna/journal.log"
-    assert studies.heartbeat_settings({}) == (5, 20)
-    assert studies.heartbeat_settings({studies.ENV_GRACE: "8"}) == (2, 8)
+    assert stores.database_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
+    assert stores.database_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert stores.redact("postgresql://me:s3cret@db/x") == "postgresql://me:***@db/x"
+    env = {stores.ENV_STORAGE: "postgresql://db/x"}
+    assert stores.resolve_storage(None, env) == "postgresql://db/x"
+    assert stores.resolve_storage("journal:/j", env) == "journal:/j"
+    assert stores.resolve_storage(None, {}, Path("/p")) == "journal:/p/.optuna/journal.log"
+    assert stores.heartbeat_settings({}) == (5, 20)
+    assert stores.heartbeat_settings({stores.ENV_GRACE: "8"}) == (2, 8)
     with pytest.raises(ValueError, match="whole seconds"):
-        studies.heartbeat_settings({studies.ENV_GRACE: "soon"})
+        stores.heartbeat_settings({stores.ENV_GRACE: "soon"})
 
 
 def test_worker_exits_when_its_parent_is_already_gone() -> None:
@@ -146,3 +147,29 @@ def test_summary_error_names_the_first_failure(tmp_path: Path) -> None:
     finish(study, TrialState.FAIL, fail_reason="ValueError: second")
     with pytest.raises(TuneError, match="first failure: NonFiniteLossError: first"):
         summarize(study, 2)
+
+
+OPEN_AT = """
+import sys, time
+import optuna.storages._rdb.models, psycopg2, sqlalchemy  # imported before the race starts
+from xray_hpo.tuning.storage import open_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all open at the same instant
+open_storage(sys.argv[1])
+"""
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_fresh_database_at_once_all_succeed(pg_url: str) -> None:
+    """PostgreSQL's CREATE TABLE IF NOT EXISTS races with itself: without the schema lock,
+    4 processes opening a fresh database together failed 5 times in 5 ('duplicate key value
+    violates unique constraint "pg_type_typname_nsp_index"')."""
+    import time
+
+    start = time.time() + 5.0  # past every process's imports
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    workers = [subprocess.Popen([sys.executable, "-c", OPEN_AT, pg_url, str(start)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+               for _ in range(4)]
+    outputs = [worker.communicate(timeout=60)[0] for worker in workers]
+    assert [w.returncode for w in workers] == [0] * 4, "\n".join(outputs)
+    assert len(optuna.get_all_study_names(stores.open_storage(pg_url))) == 0

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.study import ATTR_SURPLUS, ATTR_TARGET
 
@@ -79,7 +80,7 @@ class Storage:
         return {"XRAY_HPO_STORAGE": self.url} if self.url else {}
 
     def spec(self, root: Path) -> str:
-        return self.url or studies.resolve_storage(None, {}, root)
+        return self.url or stores.resolve_storage(None, {}, root)
 
 
 @pytest.fixture(params=["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -97,7 +98,7 @@ def pg_storage(pg_url: str) -> Storage:
 # --- helpers ------------------------------------------------------------------------------
 
 def load_study(storage: Storage, root: Path) -> optuna.Study:
-    backend = studies.open_storage(storage.spec(root))
+    backend = stores.open_storage(storage.spec(root))
     names = optuna.get_all_study_names(backend)
     assert len(names) == 1, names
     return optuna.load_study(study_name=names[0], storage=backend)
@@ -349,16 +350,16 @@ def test_a_remote_worker_that_stops_beating_is_failed_and_replaced(
     from xray_hpo.tuning.coordinator import prepare_study
 
     project = make_project(tiny({"tune.n_trials": 1}))
-    env = {**pg_storage.env(), studies.ENV_GRACE: "2"}
+    env = {**pg_storage.env(), stores.ENV_GRACE: "2"}
     config = load_config(project.root / "params.yaml")
-    os.environ[studies.ENV_GRACE] = "2"
+    os.environ[stores.ENV_GRACE] = "2"
     try:
         study = prepare_study(config, pg_storage.spec(project.root), project.root / "prepared")
         remote = study.ask()
         remote.set_user_attr(studies.ATTR_WORKER, "another-machine:4242")
         study._storage.record_heartbeat(remote._trial_id)  # then never again
     finally:
-        del os.environ[studies.ENV_GRACE]
+        del os.environ[stores.ENV_GRACE]
     project.run("tune", env=env, timeout=90)
     study = load_study(pg_storage, project.root)
     assert study.trials[remote.number].state == TrialState.FAIL

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from xray_hpo.tuning import coordinator
-from xray_hpo.tuning.study import StorageError, open_storage
+from xray_hpo.tuning.storage import StorageError, open_storage
 
 URL = "postgresql://xray:s3cret-pw@127.0.0.1:1/optuna"  # port 1: nothing listens there
 SHOWN = "postgresql://xray:***@127.0.0.1:1/optuna"

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from xray_hpo.atomic import sigterm_as_interrupt
 from xray_hpo.config import Config, HParams
 from xray_hpo.errors import UserError
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.assessment import Assessment, study_assessment
 from xray_hpo.tuning.rounds import ATTR_PARALLEL, REPRODUCIBLE_MODES, feed_rounds, feed_window
@@ -65,7 +66,7 @@ def prepare_study(config: Config, storage_spec: str, prepared_dir: Path) -> optu
               for split in ("train", "val")}
     spec = studies.study_spec(config, hashes)
     name = studies.study_name(config.tune.study_prefix, spec)
-    study = optuna.create_study(study_name=name, storage=studies.open_storage(storage_spec),
+    study = optuna.create_study(study_name=name, storage=stores.open_storage(storage_spec),
                                 direction="maximize", load_if_exists=True)
     if studies.ATTR_SPEC not in study.user_attrs:
         study.set_user_attr(studies.ATTR_SPEC, spec)
@@ -108,7 +109,7 @@ def run_study(config: Config, storage_spec: str, prepared_dir: Path, poll_s: flo
         study = prepare_study(config, storage_spec, prepared_dir)
         target = config.tune.n_trials
         already = len(studies.budget_trials(study, target))
-        print(f"study {study.study_name} in {studies.redact(storage_spec)}: "
+        print(f"study {study.study_name} in {stores.redact(storage_spec)}: "
               f"{already}/{target} trials done", file=sys.stderr)
         mode = parallel_mode(config)
         configuration = {"study": study.study_name, "n_trials": target,
@@ -215,7 +216,7 @@ def _spawn_workers(config: Config, storage_spec: str, study_name: str, prepared_
                    env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     threads = worker_threads(config)
     # Through the environment, not argv: a URL's password would show in any user's `ps`.
-    env = {**env, studies.ENV_STORAGE: storage_spec}
+    env = {**env, stores.ENV_STORAGE: storage_spec}
     return [
         subprocess.Popen(
             [sys.executable, "-m", "xray_hpo.tuning.worker",

@@ -1,7 +1,7 @@
-"""Where the Optuna study lives, what it is called, and which of its trials count.
+"""What the Optuna study is called, how it samples and prunes, and which of its trials count.
 
-The study is persistent: a journal file on one machine by default, or any RDB URL
-(PostgreSQL) shared by many machines. Its name is a fingerprint of everything that
+The study is persistent (xray_hpo.tuning.storage: a journal file on one machine, or an RDB
+URL shared by many machines). Its name is a fingerprint of everything that
 changes results except ``n_trials``, so raising ``tune.n_trials`` continues a study and
 changing the space, the data or the training settings starts a new one.
 """
@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import json
 import os
-import re
 import socket
 import warnings
 from collections.abc import Mapping
@@ -21,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
@@ -35,17 +33,8 @@ from xray_hpo.config import (
     TrainConfig,
     parse,
 )
-from xray_hpo.errors import SettingError, UserError
 from xray_hpo.tuning.search_space import space_as_dict
 
-ENV_STORAGE = "XRAY_HPO_STORAGE"
-# Seconds without a heartbeat after which an RDB trial's worker is taken for dead (default
-# HEARTBEAT_GRACE_S); the heartbeat interval is a quarter of it.
-ENV_GRACE = "XRAY_HPO_HEARTBEAT_GRACE_S"
-DEFAULT_JOURNAL = ".optuna/journal.log"
-# A worker that stops beating for GRACE seconds is dead: its trial is failed and replaced.
-HEARTBEAT_INTERVAL_S = 5
-HEARTBEAT_GRACE_S = 20
 # The objective tags its trial with its worker within milliseconds of creating it; on the
 # journal (one machine, one clock) a RUNNING trial still untagged after this long was
 # created by a worker killed in that window.
@@ -59,77 +48,6 @@ ATTR_TARGET = "n_trials_target"  # study: how many counted trials the coordinato
 # time is its fixed cost (storage, sampling, tracking).
 ATTR_TRAIN_S = "train_s"
 ATTR_SURPLUS = "surplus"  # a trial created past the budget by a race; failed, not counted
-
-
-def resolve_storage(cli_value: str | None = None, environ: Mapping[str, str] = os.environ,
-                    project_root: Path = Path(".")) -> str:
-    """CLI option, then $XRAY_HPO_STORAGE, then the project's journal file."""
-    value = cli_value or environ.get(ENV_STORAGE)
-    if value:
-        return value
-    return f"journal:{(project_root / DEFAULT_JOURNAL).resolve()}"
-
-
-def heartbeat_settings(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
-    """(interval, grace) in seconds for RDB storages; $XRAY_HPO_HEARTBEAT_GRACE_S overrides."""
-    raw = environ.get(ENV_GRACE, "").strip()
-    if not raw:
-        return HEARTBEAT_INTERVAL_S, HEARTBEAT_GRACE_S
-    try:
-        grace = int(raw)
-    except ValueError:
-        raise SettingError(f"${ENV_GRACE}: expected whole seconds >= 2, got {raw!r}") from None
-    if grace < 2:
-        raise SettingError(f"${ENV_GRACE}: expected whole seconds >= 2, got {raw!r}")
-    return max(1, grace // 4), grace
-
-
-def database_url(spec: str) -> str:
-    """The SQLAlchemy URL for an RDB storage spec.
-
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to the psycopg 3 driver; where only
-    psycopg2 is installed (as here), name that driver so ``postgresql://...`` just works.
-    """
-    scheme, sep, rest = spec.partition("://")
-    if sep and scheme in ("postgresql", "postgres"):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
-            return f"postgresql+psycopg2://{rest}"
-        return f"postgresql://{rest}"
-    return spec
-
-
-class StorageError(UserError):
-    """The study's storage cannot be opened (database down, bad URL); one line, redacted."""
-
-
-def open_storage(spec: str) -> BaseStorage:
-    if spec.startswith("journal:"):
-        path = Path(spec.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
-    from sqlalchemy.exc import SQLAlchemyError
-
-    interval, grace = heartbeat_settings()
-    with warnings.catch_warnings():  # heartbeat_interval is "experimental" since Optuna 2.9
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:  # connects (and creates the tables) right away
-            return RDBStorage(
-                database_url(spec),
-                heartbeat_interval=interval,
-                grace_period=grace,
-                engine_kwargs={"pool_pre_ping": True},
-            )
-        except (SQLAlchemyError, ImportError) as exc:  # the driver's reason, not 130 lines
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            raise StorageError(f"{redact(spec)}: cannot open the Optuna storage: "
-                               f"{redact(reason)}") from None
-
-
-def redact(spec: str) -> str:
-    """A storage URL safe to print or log: the password is replaced."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", spec)
 
 
 def study_spec(config: Config, data_hashes: Mapping[str, str]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import optuna
 
 from xray_hpo.config import ParamSpec, PrunerConfig, TrainConfig
 from xray_hpo.errors import UserError
+from xray_hpo.tuning import storage as stores
 from xray_hpo.tuning import study as studies
 from xray_hpo.tuning.lifetime import die_with_parent, epoch_delay_for_tests, raise_interrupt
 from xray_hpo.tuning.rounds import EnqueuedTrialsOnly, NoEnqueuedTrial, worker_study
@@ -190,7 +191,7 @@ def run_worker(storage_spec: str, study_name: str, prepared_dir: Path,
     """
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    storage = studies.open_storage(storage_spec)
+    storage = stores.open_storage(storage_spec)
     probe = optuna.load_study(study_name=study_name, storage=storage)
     settings = studies.settings_from_spec(probe.user_attrs[studies.ATTR_SPEC], study_name,
                                           num_threads=threads)
@@ -245,7 +246,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Join a study from any machine: it runs trials until the study holds "
                     "its n_trials, using prepared data identical to the study's.")
     parser.add_argument("--storage", help="storage URL (postgresql://...) or journal:PATH; "
-                        f"default ${studies.ENV_STORAGE} or the project's journal")
+                        f"default ${stores.ENV_STORAGE} or the project's journal")
     parser.add_argument("--study", help="study name (default: the storage's newest study)")
     parser.add_argument("--prepared", type=Path, default=Path("prepared"),
                         help="prepared data folder (default: prepared)")
@@ -266,12 +267,12 @@ def _cli_main(args: argparse.Namespace) -> int:
     from xray_hpo.tracking.settings import resolve_mode
 
     resolve_mode()  # a bad $XRAY_HPO_CLEARML: one line now, not a failed trial per try
-    storage_spec = studies.resolve_storage(args.storage)
+    storage_spec = stores.resolve_storage(args.storage)
     name = args.study
     if name is None:
-        summaries = optuna.get_all_study_summaries(studies.open_storage(storage_spec))
+        summaries = optuna.get_all_study_summaries(stores.open_storage(storage_spec))
         if not summaries:
-            print(f"{studies.redact(storage_spec)}: no study found; run the tune stage first",
+            print(f"{stores.redact(storage_spec)}: no study found; run the tune stage first",
                   file=sys.stderr)
             return 2
         name = max(summaries, key=lambda s: s._study_id).study_name
