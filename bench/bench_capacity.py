@@ -29,7 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import load_average, machine, prepared_real_data
+from common import load_average, machine, prepared_real_data, record, recorded
 from xray_hpo.reporting.page import wilson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +92,7 @@ def train_and_score(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One configuration: train on train (val picks the epoch), score test and shifts."""
     import torch
 
-    from xray_hpo.evaluation.robustness import MIDDLE, SHIFTS, shifted
-    from xray_hpo.training import SplitData, evaluate_split, load_splits, train
+    from xray_hpo.training import load_splits, train
 
     torch.set_num_threads(1)
     hparams, config = hparams_and_config(spec)
@@ -101,23 +100,43 @@ def train_and_score(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     result = train(hparams, config, splits["train"], splits["val"])
     seconds = time.perf_counter() - started
-    cpu = torch.device("cpu")
     test = splits["test"]
-    _, accuracy, _ = evaluate_split(result.model, test, cpu)
-    shifts = {}
-    for shift in SHIFTS:
-        moved = SplitData(shifted(test.images, shift, MIDDLE, 0), test.labels)
-        shifts[shift.name] = round(evaluate_split(result.model, moved, cpu)[1], 4)
+    accuracy, shifts = test_and_middle_shifts(result.model, test)
     return {"spec": spec, "seconds": round(seconds), "best_epoch": result.best_epoch,
             "val": round(result.best_val_acc, 4), "n_val": len(splits["val"]),
             "test": round(accuracy, 4), "n_test": len(test), "shifts": shifts,
             "val_curve": [round(e.val_acc, 3) for e in result.history]}
 
 
-def previous() -> list[dict[str, Any]]:
-    if not RESULTS.is_file() or MARK not in RESULTS.read_text():
-        return []
-    return json.loads(RESULTS.read_text().split(MARK, 1)[1].rsplit(" -->", 1)[0])
+def middle_shift_views(images: Any) -> dict[str, Any]:
+    """The test images unshifted and under each middle-severity shift (noise seed 0)."""
+    from xray_hpo.evaluation.robustness import MIDDLE, SHIFTS, shifted
+
+    return {"unshifted": images, **{s.name: shifted(images, s, MIDDLE, 0) for s in SHIFTS}}
+
+
+def test_and_middle_shifts(model: Any, test: Any) -> tuple[float, dict[str, float]]:
+    """Test accuracy, and the accuracy under each middle-severity shift (4 decimals)."""
+    import torch
+
+    from xray_hpo.training import SplitData, evaluate_split
+
+    accuracies = {name: evaluate_split(model, SplitData(images, test.labels),
+                                       torch.device("cpu"))[1]
+                  for name, images in middle_shift_views(test.images).items()}
+    unshifted = accuracies.pop("unshifted")
+    return unshifted, {name: round(a, 4) for name, a in accuracies.items()}
+
+
+def score_cells(row: dict[str, Any]) -> str:
+    """val (best epoch) | test [Wilson] | mean / worst shift | worst drop | train seconds."""
+    low, high = wilson(row["test"], row["n_test"])
+    worst = min(row["shifts"], key=row["shifts"].get)
+    mean = sum(row["shifts"].values()) / len(row["shifts"])
+    return (f"| {row['val']:.3f} ({row['best_epoch']}) "
+            f"| {row['test']:.3f} [{low:.3f}, {high:.3f}] "
+            f"| {mean:.3f} / {worst} {row['shifts'][worst]:.3f} "
+            f"| {100 * (row['test'] - row['shifts'][worst]):.1f} | {row['seconds']} ")
 
 
 def render(rows: list[dict[str, Any]]) -> str:
@@ -129,19 +148,12 @@ def render(rows: list[dict[str, Any]]) -> str:
     machines = list(dict.fromkeys(row["machine"] for row in rows))
     for row in rows:
         spec = {k: v for k, v in row["spec"].items() if k != "epochs"}
-        low, high = wilson(row["test"], row["n_test"])
-        worst = min(row["shifts"], key=row["shifts"].get)
-        mean = sum(row["shifts"].values()) / len(row["shifts"])
         lines.append(
-            f"| `{json.dumps(spec)}` | {row['spec']['epochs']} "
-            f"| {row['val']:.3f} ({row['best_epoch']}) "
-            f"| {row['test']:.3f} [{low:.3f}, {high:.3f}] "
-            f"| {mean:.3f} / {worst} {row['shifts'][worst]:.3f} "
-            f"| {100 * (row['test'] - row['shifts'][worst]):.1f} | {row['seconds']} "
+            f"| `{json.dumps(spec)}` | {row['spec']['epochs']} {score_cells(row)}"
             f"| {row['date']}, load {row['load']}, machine "
             f"{machines.index(row['machine']) + 1} |")
     lines += ["", *(f"Machine {i}: {text}." for i, text in enumerate(machines, 1)), "",
-              MARK + json.dumps(rows) + " -->"]
+              record(MARK, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     machine_text = machine(f"torch {torch.__version__}")
-    rows = previous()
+    rows = recorded(RESULTS, MARK, [])
     with tempfile.TemporaryDirectory(prefix="bench-capacity-") as tmp:
         prepared = prepared_real_data(Path(tmp))
         load = load_average()

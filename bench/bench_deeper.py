@@ -32,11 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from common import load_average, machine, prepared_real_data
+from bench_capacity import score_cells, test_and_middle_shifts
+from common import load_average, machine, prepared_real_data, record, recorded
 from xray_hpo.augment import augment_batch, augmentation_generator
 from xray_hpo.config import AugmentConfig
-from xray_hpo.evaluation.robustness import MIDDLE, SHIFTS, shifted
-from xray_hpo.reporting.page import wilson
 from xray_hpo.training import SplitData, class_weights, evaluate_split, load_splits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,10 +110,7 @@ def train_and_score(splits: dict[str, SplitData], spec: dict[str, Any]) -> dict[
     seconds = time.perf_counter() - started
     assert best_state is not None
     model.load_state_dict(best_state)
-    _, test_acc, _ = evaluate_split(model, test, cpu)
-    shifts = {shift.name: round(evaluate_split(
-        model, SplitData(shifted(test.images, shift, MIDDLE, 0), test.labels), cpu)[1], 4)
-        for shift in SHIFTS}
+    test_acc, shifts = test_and_middle_shifts(model, test)
     return {"spec": spec, "seconds": round(seconds), "best_epoch": best_epoch,
             "val": round(best_acc, 4), "n_val": len(val), "test": round(test_acc, 4),
             "n_test": len(test), "shifts": shifts, "val_curve": curve}
@@ -128,17 +124,10 @@ def render(rows: list[dict[str, Any]]) -> str:
              "| measured |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         spec = row["spec"]
-        low, high = wilson(row["test"], row["n_test"])
-        worst = min(row["shifts"], key=row["shifts"].get)
-        mean = sum(row["shifts"].values()) / len(row["shifts"])
         lines.append(
             f"| {spec['widths']} | {spec['epochs']} | {spec['strength']} {spec['augment']} "
-            f"| {row['val']:.3f} ({row['best_epoch']}) "
-            f"| {row['test']:.3f} [{low:.3f}, {high:.3f}] "
-            f"| {mean:.3f} / {worst} {row['shifts'][worst]:.3f} "
-            f"| {100 * (row['test'] - row['shifts'][worst]):.1f} | {row['seconds']} "
-            f"| {row['date']}, load {row['load']} |")
-    lines += ["", f"Machine: {rows[-1]['machine']}.", "", MARK + json.dumps(rows) + " -->"]
+            f"{score_cells(row)}| {row['date']}, load {row['load']} |")
+    lines += ["", f"Machine: {rows[-1]['machine']}.", "", record(MARK, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -156,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "weight_decay": 5e-4, "dropout": 0.2, "seed": 42}
     AugmentConfig(**spec["augment"])  # a bad setting fails before the import and training
     torch.set_num_threads(1)
-    rows = (json.loads(RESULTS.read_text().split(MARK, 1)[1].rsplit(" -->", 1)[0])
-            if RESULTS.is_file() else [])
+    rows = recorded(RESULTS, MARK, [])
     with tempfile.TemporaryDirectory(prefix="bench-deeper-") as tmp:
         prepared = prepared_real_data(Path(tmp))
         load = load_average()

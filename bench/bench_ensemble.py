@@ -23,8 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_capacity import PRESETS, hparams_and_config
-from common import load_average, machine, prepared_real_data
+from bench_capacity import PRESETS, hparams_and_config, middle_shift_views
+from common import load_average, machine, prepared_real_data, record, recorded
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "RESULTS_ensemble.md"
@@ -35,7 +35,6 @@ def train_and_predict(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One seed: the test probabilities, unshifted and under each middle-severity shift."""
     import torch
 
-    from xray_hpo.evaluation.robustness import MIDDLE, SHIFTS, shifted
     from xray_hpo.training import SplitData, evaluate_split, load_splits, train
 
     torch.set_num_threads(1)
@@ -43,11 +42,9 @@ def train_and_predict(prepared: str, spec: dict[str, Any]) -> dict[str, Any]:
     splits = load_splits(Path(prepared), "train", "val", "test")
     test = splits["test"]
     result = train(hparams, config, splits["train"], splits["val"])
-    views = {"unshifted": test.images, **{s.name: shifted(test.images, s, MIDDLE, 0)
-                                          for s in SHIFTS}}
     cpu = torch.device("cpu")
     probs = {name: evaluate_split(result.model, SplitData(images, test.labels), cpu)[2]
-             for name, images in views.items()}
+             for name, images in middle_shift_views(test.images).items()}
     return {"probs": probs, "labels": test.labels, "val": result.best_val_acc}
 
 
@@ -73,7 +70,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"| {ensemble['unshifted']:.3f} (first 1..n: {growing}) "
             f"| {worst} {ensemble[worst]:.3f} | {row['date']}, load {row['load']}, "
             f"{row['seconds']} s |")
-    lines += ["", f"Machine: {rows[-1]['machine']}.", "", MARK + json.dumps(rows) + " -->"]
+    lines += ["", f"Machine: {rows[-1]['machine']}.", "", record(MARK, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -89,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     hparams_and_config(specs[0])  # a bad preset fails before the import and training
     import torch
 
-    rows = (json.loads(RESULTS.read_text().split(MARK, 1)[1].rsplit(" -->", 1)[0])
-            if RESULTS.is_file() else [])
+    rows = recorded(RESULTS, MARK, [])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         prepared = prepared_real_data(Path(tmp))

@@ -38,7 +38,14 @@ from typing import Any
 
 import yaml
 
-from common import SHARED_REAL_DATA, init_dvc_project, load_average, machine, run_command
+from common import (
+    SHARED_REAL_DATA,
+    init_dvc_project,
+    load_average,
+    machine,
+    recorded,
+    run_command,
+)
 from xray_hpo.reporting.page import wilson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,12 +342,7 @@ def render(results: dict[str, dict[str, Any]], machine_text: str) -> str:
 
 
 def previous_results(path: Path = RESULTS) -> dict[str, dict[str, Any]]:
-    if not path.is_file():
-        return {}
-    for line in path.read_text().splitlines():
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):].removesuffix(" -->"))
-    return {}
+    return recorded(path, RESULT_MARK, {})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ tests/conftest.py puts this folder on ``sys.path`` to import the same functions.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -48,6 +49,20 @@ def machine(*versions: str) -> str:
 def load_average() -> str:
     """1 / 5 / 15 minute load: other jobs on the cores make wall times noisy."""
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def recorded(path: Path, mark: str, empty: Any) -> Any:
+    """What a RESULTS file recorded after ``mark`` (an HTML comment the page hides), or
+    ``empty`` when the file or the record is missing: benchmarks append to it."""
+    text = path.read_text() if path.is_file() else ""
+    if mark not in text:
+        return empty
+    return json.loads(text.split(mark, 1)[1].split(" -->", 1)[0])
+
+
+def record(mark: str, rows: Any) -> str:
+    """The line :func:`recorded` reads back."""
+    return f"{mark}{json.dumps(rows)} -->"
 
 
 def _read(path: str) -> str:
